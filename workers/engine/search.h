@@ -1,0 +1,66 @@
+// The OMPQ search as one call: load and check a TorchScript model, discover its layers,
+// compute layer orthogonality from one forward pass, and allocate bits exactly.
+//
+// This is the engine's public face for the worker pipeline. It knows nothing of gRPC or
+// protobuf: inputs are file paths and plain options, outputs a plain report.
+#ifndef OMPQ_WORKERS_ENGINE_SEARCH_H_
+#define OMPQ_WORKERS_ENGINE_SEARCH_H_
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+
+namespace ompq::engine {
+
+/// Pipeline stages the engine reports (mirrors ompq.v1.Stage).
+enum class Stage { kAnalyzing, kOrthogonality, kSolving, kCalibrating, kFinetuning,
+                   kEvaluating, kExporting };
+
+/// Progress callback: `fraction` of the current stage in [0,1]. Return false to stop; the
+/// engine then returns a CANCELLED status as soon as it can.
+using ProgressFn =
+    std::function<bool(Stage stage, double fraction, const std::string& message)>;
+
+/// What to search for. Mirrors ompq.v1.JobSpec with defaults resolved.
+struct SearchOptions {
+  std::string model_path;                   // TorchScript archive.
+  std::string calib_path;                   // .pt / .npy / .npz calibration inputs.
+  std::optional<int64_t> size_budget_bytes;  // At least one budget is required.
+  std::optional<int64_t> bops_budget;
+  std::vector<int> weight_bits = {2, 3, 4, 5, 6, 7, 8};  // Candidate weight bit-widths.
+  int act_bits = 8;                          // Activation bits feeding every layer.
+  int pin_first_last_bits = 8;               // 0: first/last layers are not pinned.
+  std::vector<std::pair<std::string, int>> pins;  // (RE2 full-match regex, bits).
+  std::optional<double> beta;                // Importance temperature; nullopt: default.
+  int search_samples = 32;                   // First N calibration inputs used; >= 2.
+  int64_t seed = 0;
+  std::string device = "cpu";                // "cpu", "cuda", "cuda:N" or "auto".
+};
+
+/// Result of a search: the report.json document (PRODUCT.md schema) without the
+/// finetune/evaluate/export timings, which later stages add. `report["job"]` is left
+/// empty for the caller to fill.
+struct SearchResult {
+  nlohmann::json report;
+};
+
+/// Runs the whole search. Job-level failures carry a reason (common/job_error.h):
+/// INVALID_MODEL, UNSUPPORTED_OP, NO_QUANTIZABLE_LAYERS, INPUT_MISMATCH, NON_FINITE_INPUT,
+/// INVALID_INPUT, INFEASIBLE_BUDGET, CANCELLED.
+absl::StatusOr<SearchResult> RunSearch(const SearchOptions& options,
+                                       const ProgressFn& progress);
+
+/// Writes report.json, bit_config.json and report.html for `report` into `out_dir`
+/// (created if missing). Returns the file names written, in that order.
+absl::StatusOr<std::vector<std::string>> WriteArtifacts(const nlohmann::json& report,
+                                                        const std::string& out_dir);
+
+}  // namespace ompq::engine
+
+#endif  // OMPQ_WORKERS_ENGINE_SEARCH_H_
