@@ -1,0 +1,137 @@
+#include "client/blob_transfer.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <system_error>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/digest.h"
+#include "common/grpc_status.h"
+#include "common/status_macros.h"
+
+namespace ompq::client {
+namespace {
+
+namespace fs = std::filesystem;
+
+absl::Duration TransferTimeout(const TransferLimits& limits, int64_t size_bytes) {
+  if (size_bytes < 0) return limits.unknown_size_timeout;
+  return limits.base_timeout +
+         absl::Seconds(static_cast<double>(size_bytes) /
+                       static_cast<double>(limits.min_bytes_per_second));
+}
+
+// Returns true when the server lacks `digest`.
+absl::StatusOr<bool> IsMissing(v1::BlobService::StubInterface& stub,
+                               const ConnectionOptions& connection,
+                               const TransferLimits& limits, const std::string& digest) {
+  grpc::ClientContext context;
+  PrepareContext(context, connection, limits.rpc_timeout);
+  v1::FindMissingBlobsRequest request;
+  request.add_digests(digest);
+  v1::FindMissingBlobsResponse response;
+  RETURN_IF_ERROR(FromGrpcStatus(stub.FindMissingBlobs(&context, request, &response)));
+  for (const auto& missing : response.missing_digests()) {
+    if (missing == digest) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+absl::StatusOr<UploadResult> UploadFile(v1::BlobService::StubInterface& stub,
+                                        const ConnectionOptions& connection,
+                                        const TransferLimits& limits,
+                                        const std::string& path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) {
+    return absl::NotFoundError(
+        absl::StrCat("'", path, "' does not exist or is not a regular file; check the path"));
+  }
+  UploadResult result;
+  result.size_bytes = static_cast<int64_t>(fs::file_size(path, ec));
+  ASSIGN_OR_RETURN(result.digest, DigestOfFile(path));
+  ASSIGN_OR_RETURN(bool missing, IsMissing(stub, connection, limits, result.digest));
+  if (!missing) return result;
+
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open '", path, "'"));
+  grpc::ClientContext context;
+  PrepareContext(context, connection, TransferTimeout(limits, result.size_bytes));
+  v1::WriteBlobResponse response;
+  auto writer = stub.Write(&context, &response);
+
+  // The first message names the blob; every message may carry a chunk.
+  v1::WriteBlobRequest chunk;
+  chunk.set_digest(result.digest);
+  chunk.set_size_bytes(result.size_bytes);
+  std::vector<char> buffer(static_cast<size_t>(limits.chunk_bytes));
+  bool stream_ok = true;
+  do {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    chunk.set_data(buffer.data(), static_cast<size_t>(in.gcount()));
+    // A failed Write means the server ended the call; Finish() says why.
+    stream_ok = writer->Write(chunk);
+    chunk.Clear();
+  } while (stream_ok && in);
+  if (in.bad()) {
+    context.TryCancel();
+    writer->Finish();
+    return absl::DataLossError(absl::StrCat("error reading '", path, "' during upload"));
+  }
+  if (stream_ok) writer->WritesDone();
+  RETURN_IF_ERROR(FromGrpcStatus(writer->Finish()));
+  result.uploaded = !response.already_existed();
+  return result;
+}
+
+absl::Status DownloadBlob(v1::BlobService::StubInterface& stub,
+                          const ConnectionOptions& connection, const TransferLimits& limits,
+                          const std::string& digest, int64_t size_hint,
+                          const std::string& path) {
+  const std::string temp_path = absl::StrCat(path, ".part-", getpid());
+  std::ofstream out(temp_path, std::ios::binary | std::ios::trunc);
+  if (!out) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot write '", temp_path, "': check that the folder is writable"));
+  }
+  grpc::ClientContext context;
+  PrepareContext(context, connection, TransferTimeout(limits, size_hint));
+  v1::ReadBlobRequest request;
+  request.set_digest(digest);
+  auto reader = stub.Read(&context, request);
+  v1::ReadBlobResponse chunk;
+  Sha256 sha;
+  while (reader->Read(&chunk)) {
+    sha.Update(chunk.data());
+    out.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
+  }
+  absl::Status status = FromGrpcStatus(reader->Finish());
+  out.close();
+  if (status.ok() && !out) {
+    status = absl::DataLossError(absl::StrCat("error writing '", temp_path, "'"));
+  }
+  if (status.ok()) {
+    std::string got = sha.Finish();
+    if (got != digest) {
+      status = absl::DataLossError(
+          absl::StrCat("downloaded bytes of ", digest, " hash to ", got, "; retry"));
+    }
+  }
+  std::error_code ec;
+  if (status.ok()) {
+    fs::rename(temp_path, path, ec);
+    if (ec) {
+      status = absl::InternalError(
+          absl::StrCat("cannot rename '", temp_path, "' to '", path, "': ", ec.message()));
+    }
+  }
+  if (!status.ok()) fs::remove(temp_path, ec);
+  return status;
+}
+
+}  // namespace ompq::client

@@ -1,0 +1,40 @@
+// How ompq processes (ompqctl, ompq-worker) reach ompq-server: one gRPC channel with
+// TLS or not, and per-call contexts that carry a deadline and the bearer token.
+#ifndef OMPQ_CLIENT_CHANNEL_H_
+#define OMPQ_CLIENT_CHANNEL_H_
+
+#include <grpcpp/channel.h>
+#include <grpcpp/client_context.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace ompq::client {
+
+/// Where the server is and how to authenticate to it.
+struct ConnectionOptions {
+  std::string server = "127.0.0.1:50051";  // host:port of ompq-server.
+  std::string token;                        // Bearer token; empty: none sent.
+  std::string tls_ca;                       // PEM file of the CA; empty: plaintext.
+};
+
+/// Opens a channel to `options.server`: TLS trusting `tls_ca` when given, else
+/// plaintext. NOT_FOUND when the CA file cannot be read.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(
+    const ConnectionOptions& options);
+
+/// Sets the deadline `now + timeout` on `context` and adds the token as
+/// "authorization: Bearer <token>" metadata when there is one.
+void PrepareContext(grpc::ClientContext& context, const ConnectionOptions& options,
+                    absl::Duration timeout);
+
+/// Same with an absolute deadline.
+void PrepareContextUntil(grpc::ClientContext& context, const ConnectionOptions& options,
+                         absl::Time deadline);
+
+}  // namespace ompq::client
+
+#endif  // OMPQ_CLIENT_CHANNEL_H_
