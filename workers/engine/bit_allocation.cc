@@ -1,19 +1,19 @@
-// Exact bit allocation: the LP relaxation with CLP, then depth-first branch and bound.
+// Exact bit allocation: the LP relaxation with CLP, then the integer optimum by a
+// dynamic program with dominance and LP bounds, started from the rounded LP point.
 //
-// Structure of the program: every constraint row has non-negative coefficients, so a node's
-// relaxation is feasible exactly when all layers at their lowest allowed bits fit, and with
-// one active row it is a fractional knapsack solved greedily in O(L). With both rows the
-// node relaxation is solved by CLP (warm-started dual simplex) after cheaper bounds fail to
-// prune. Feasibility of every integer solution is checked in integer arithmetic, so a
+// Why not plain LP-based branch and bound: with near-equal coefficients (small beta) and
+// many small or repeated layers (MobileNetV2), B&B needed millions of nodes to separate
+// allocations that differ only in which of several equal-sized layers got a bit; the DP
+// merges those into one state and needs a few hundred. Every row has non-negative
+// coefficients, so a partial allocation that fits with the remaining layers at their
+// lowest bits stays completable. Feasibility is checked in integer arithmetic, so a
 // returned allocation never exceeds a budget by even one bit.
 #include "workers/engine/bit_allocation.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <map>
 #include <numeric>
-#include <tuple>
 #include <utility>
 
 #include "ClpSimplex.hpp"
@@ -28,32 +28,18 @@ using Int128 = __int128;
 
 constexpr int kSizeRow = 0;
 constexpr int kBopsRow = 1;
-// Nodes explored before giving up with an error (never a possibly worse answer).
-constexpr int64_t kMaxNodes = 2'000'000;
-// A node is closed when its bound exceeds the incumbent by less than this (relative):
-// bounds carry floating rounding, and such a node could not improve the answer visibly.
+// A state is dropped when its bound exceeds the incumbent by less than this (relative):
+// bounds carry floating rounding, and such a state could not improve the answer visibly.
 constexpr double kRelativeGap = 1e-12;
 // An LP value this close to a candidate counts as that candidate (CLP's tolerances).
 constexpr double kIntegralTol = 1e-9;
 
-/// A layer whose bits are still to be chosen.
+/// A layer whose bits are still to be chosen (more than one candidate).
 struct Item {
   int layer = 0;
   std::vector<int> cands;
   int64_t w[2] = {0, 0};  // Row coefficients per weight bit: params (size), macs*act (BOPs).
   double c = 0;
-};
-
-/// Per-item candidate index range [lo, hi] of a branch-and-bound node.
-struct Box {
-  std::vector<int> lo, hi;
-};
-
-struct NodeLp {
-  bool feasible = false;
-  double bound = 0;        // Valid upper bound on the node's integer optimum.
-  std::vector<double> x;   // A relaxed solution to branch on.
-  bool x_optimal = false;  // Whether x attains `bound` (then it may be rounded and kept).
 };
 
 std::string Mib(int64_t bytes) { return absl::StrFormat("%.3f MiB", bytes / 1048576.0); }
@@ -90,9 +76,8 @@ class ClpRelaxation {
       row_hi[j] = cap[rows[j]] > 0 ? 1.0 : 0.0;
     }
     model_.setLogLevel(0);
-    model_.loadProblem(n, static_cast<int>(rows.size()), start.data(), index.data(),
-                       value.data(), lo.data(), hi.data(), obj.data(), row_lo.data(),
-                       row_hi.data());
+    model_.loadProblem(n, static_cast<int>(rows.size()), start.data(), index.data(), value.data(),
+                       lo.data(), hi.data(), obj.data(), row_lo.data(), row_hi.data());
     model_.setOptimizationDirection(-1);  // Maximise.
     rows_ = rows;
     scale_.resize(rows.size());
@@ -125,324 +110,258 @@ class ClpRelaxation {
   std::vector<double> scale_;
 };
 
-class BranchAndBound {
+// The integer optimum by dynamic programming over the layers with dominance and bounds
+// (a DP-based branch and bound). Layers are taken in order of value per unit of the main
+// row; a state is one partial allocation of the layers taken so far, (row use, value).
+// A state is dropped when another is no heavier in every row and worth at least as much
+// (dominance), or when its LP bound cannot beat the incumbent (bounding). Merging equal
+// states is what plain branch and bound lacks: with near-equal coefficients, repeated
+// blocks and many small layers, B&B revisits the same (size, value) through countless
+// permutations, while here each survives once.
+class ExactSearch {
  public:
-  BranchAndBound(std::vector<Item> items, const bool active[2], const int64_t cap[2])
-      : items_(std::move(items)), clp_(items_, active, cap) {
+  /// `y`: multipliers of the two rows from the root LP (for a Lagrangian bound), or null.
+  ExactSearch(const std::vector<Item>& items, const bool active[2], const int64_t cap[2],
+              const double* y)
+      : items_(items) {
     n_ = static_cast<int>(items_.size());
     for (int r = 0; r < 2; ++r) {
       active_[r] = active[r];
       cap_[r] = cap[r];
-      order_[r] = EfficiencyOrder([&](const Item& it) { return static_cast<double>(it.w[r]); });
     }
-    // Fill order for the rounding heuristic: efficiency against both rows' capacities.
-    fill_order_ = EfficiencyOrder([&](const Item& it) {
-      double use = 0;
-      for (int r = 0; r < 2; ++r) {
-        if (active_[r]) use += static_cast<double>(it.w[r]) / std::max<int64_t>(cap_[r], 1);
-      }
-      return use;
+    main_ = active_[kSizeRow] ? kSizeRow : kBopsRow;
+    order_.resize(n_);
+    std::iota(order_.begin(), order_.end(), 0);
+    // Best value per unit of the main row first; ties by layer order (deterministic).
+    std::stable_sort(order_.begin(), order_.end(), [&](int a, int b) {
+      return items_[a].c * static_cast<double>(items_[b].w[main_]) >
+             items_[b].c * static_cast<double>(items_[a].w[main_]);
     });
-    BuildSymmetryGroups();
-  }
-
-  /// The LP optimum at the root (CLP), for the report.
-  double RootLpBound() {
-    Box box = RootBox();
-    std::vector<double> lo(n_), hi(n_);
+    // Suffix tables over the processing order (entry k covers stages k..n-1).
+    fill_w_.assign(n_ + 1, 0);
+    fill_v_.assign(n_ + 1, 0);
     for (int k = 0; k < n_; ++k) {
-      lo[k] = items_[k].cands[box.lo[k]];
-      hi[k] = items_[k].cands[box.hi[k]];
+      const Item& it = items_[order_[k]];
+      const int span = it.cands.back() - it.cands.front();
+      fill_w_[k + 1] = fill_w_[k] + static_cast<Int128>(it.w[main_]) * span;
+      fill_v_[k + 1] = fill_v_[k] + it.c * span;
     }
-    double value = 0;
-    if (clp_.Solve(lo, hi)) {
-      for (int k = 0; k < n_; ++k) value += items_[k].c * clp_.x()[k];
-      for (int r = 0; r < 2; ++r) root_multiplier_[r] = clp_.Multiplier(r);
-      have_root_multipliers_ = true;
-    } else {
-      // Not expected for a problem this small; fall back to the greedy bound.
-      value = Evaluate(box).bound;
+    use_lagrangian_ = y != nullptr && active_[kSizeRow] && active_[kBopsRow];
+    lag_tail_.assign(n_ + 1, 0);
+    low_v_.assign(n_ + 1, 0);
+    for (int r = 0; r < 2; ++r) low_w_[r].assign(n_ + 1, 0);
+    for (int k = n_ - 1; k >= 0; --k) {
+      const Item& it = items_[order_[k]];
+      const int lo = it.cands.front(), hi = it.cands.back();
+      low_v_[k] = low_v_[k + 1] + it.c * lo;
+      for (int r = 0; r < 2; ++r)
+        low_w_[r][k] = low_w_[r][k + 1] + static_cast<Int128>(it.w[r]) * lo;
+      if (use_lagrangian_) {
+        const double reduced =
+            it.c - y[0] * static_cast<double>(it.w[0]) - y[1] * static_cast<double>(it.w[1]);
+        lag_tail_[k] = lag_tail_[k + 1] + reduced * (reduced > 0 ? hi : lo);
+      }
     }
-    return value;
+    if (use_lagrangian_) {
+      y_[0] = y[0];
+      y_[1] = y[1];
+    }
   }
 
-  /// Runs the search; the optimum is then in best_bits().
-  absl::Status Run() {
-    Box root = RootBox();
-    Dfs(root);
-    if (nodes_ > kMaxNodes) {
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "bit allocation: branch and bound stopped after %d nodes without proving the "
-          "optimum; no allocation is returned rather than a possibly non-optimal one",
-          kMaxNodes));
+  /// Finds the optimum; `seed_bits` is a feasible allocation to beat (the incumbent).
+  absl::Status Run(const std::vector<int>& seed_bits) {
+    best_bits_ = seed_bits;
+    best_value_ = 0;
+    for (int k = 0; k < n_; ++k) best_value_ += items_[k].c * seed_bits[k];
+    threshold_ = best_value_ + kRelativeGap * std::fabs(best_value_);
+
+    State root;
+    for (int r = 0; r < 2; ++r) root.w[r] = static_cast<int64_t>(low_w_[r][0]);
+    root.v = low_v_[0];
+    stages_.assign(1, {root});
+    for (int k = 0; k < n_; ++k) {
+      std::vector<State> next = Expand(k);
+      const bool overflow = next.size() > kMaxExpanded;
+      if (!overflow) Filter(&next);
+      states_ += static_cast<int64_t>(next.size());
+      if (overflow || states_ > kMaxStates) {
+        return absl::ResourceExhaustedError(absl::StrFormat(
+            "bit allocation: the exact search exceeded %d states without proving the "
+            "optimum; no allocation is returned rather than a possibly non-optimal one",
+            kMaxStates));
+      }
+      stages_.push_back(std::move(next));
+      if (stages_.back().empty()) break;  // Nothing can beat the incumbent.
     }
-    if (best_.empty()) return absl::InternalError("bit allocation: no feasible allocation found");
+    if (static_cast<int>(stages_.size()) == n_ + 1 && !stages_.back().empty()) {
+      // Every surviving state is complete; the first of the best is the deterministic pick.
+      const std::vector<State>& last = stages_.back();
+      int best = 0;
+      for (int s = 1; s < static_cast<int>(last.size()); ++s) {
+        if (last[s].v > last[best].v) best = s;
+      }
+      if (last[best].v > best_value_) {
+        best_value_ = last[best].v;
+        for (int k = n_, s = best; k > 0; --k) {
+          const State& st = stages_[k][s];
+          best_bits_[order_[k - 1]] = items_[order_[k - 1]].cands[st.cand];
+          s = st.parent;
+        }
+      }
+    }
     return absl::OkStatus();
   }
 
-  std::vector<int> best_bits() const {
-    std::vector<int> bits(n_);
-    for (int k = 0; k < n_; ++k) bits[k] = items_[k].cands[best_[k]];
-    return bits;
-  }
-  int64_t nodes() const { return nodes_; }
+  const std::vector<int>& best_bits() const { return best_bits_; }
+  int64_t states() const { return states_; }
 
  private:
-  template <typename WeightFn>
-  std::vector<int> EfficiencyOrder(WeightFn weight) const {
-    std::vector<int> order(n_);
-    std::iota(order.begin(), order.end(), 0);
-    // Best value per unit of resource first; ties by layer order (keeps it deterministic
-    // and agrees with the symmetry breaking below).
-    std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
-      return items_[a].c * weight(items_[b]) > items_[b].c * weight(items_[a]);
-    });
-    return order;
-  }
+  // States kept over all stages, and generated in one stage, before the search gives up
+  // (32 bytes each; realistic models need well under a million).
+  static constexpr int64_t kMaxStates = 4'000'000;
+  static constexpr size_t kMaxExpanded = 8'000'000;
 
-  // Layers identical in every respect are interchangeable; requiring non-increasing bits
-  // along each such group removes equivalent branches (repeated blocks with equal
-  // coefficients would otherwise multiply the tree).
-  void BuildSymmetryGroups() {
-    std::map<std::tuple<int64_t, int64_t, std::vector<int>, double>, std::vector<int>> groups;
-    for (int k = 0; k < n_; ++k) {
-      const Item& it = items_[k];
-      groups[{it.w[0], it.w[1], it.cands, it.c}].push_back(k);
-    }
-    for (auto& [key, members] : groups) {
-      if (members.size() > 1) groups_.push_back(members);
-    }
-  }
+  struct State {
+    int64_t w[2] = {0, 0};  // Row use, with the layers not yet taken at their lowest bits.
+    double v = 0;           // Objective, likewise.
+    int32_t parent = -1;    // Index in the previous stage.
+    int32_t cand = 0;       // Candidate index chosen for this stage's layer.
+  };
 
-  // Propagates the group ordering into the box; false when the box became empty.
-  bool Propagate(Box& box) const {
-    for (const std::vector<int>& g : groups_) {
-      for (size_t j = 1; j < g.size(); ++j) box.hi[g[j]] = std::min(box.hi[g[j]], box.hi[g[j - 1]]);
-      for (size_t j = g.size() - 1; j > 0; --j) {
-        box.lo[g[j - 1]] = std::max(box.lo[g[j - 1]], box.lo[g[j]]);
-      }
-      for (int k : g) {
-        if (box.lo[k] > box.hi[k]) return false;
-      }
+  // Bound on the best completion of a state whose layers from stage k on are undecided.
+  double Bound(int k, const State& s) const {
+    // Fractional knapsack on the main row: fill the suffix in efficiency order.
+    const Int128 room = static_cast<Int128>(cap_[main_]) - s.w[main_];
+    const Int128 target = fill_w_[k] + room;
+    const int j = static_cast<int>(std::upper_bound(fill_w_.begin() + k, fill_w_.end(), target) -
+                                   fill_w_.begin()) -
+                  1;
+    double bound = s.v + (fill_v_[j] - fill_v_[k]);
+    if (j < n_) {
+      const Item& it = items_[order_[j]];
+      bound += it.c * static_cast<double>(target - fill_w_[j]) / static_cast<double>(it.w[main_]);
     }
-    return true;
-  }
-
-  Box RootBox() const {
-    Box box;
-    box.lo.assign(n_, 0);
-    box.hi.resize(n_);
-    for (int k = 0; k < n_; ++k) box.hi[k] = static_cast<int>(items_[k].cands.size()) - 1;
-    return box;
-  }
-
-  int Bits(int k, int idx) const { return items_[k].cands[idx]; }
-
-  bool Fits(const Int128 used[2]) const {
-    for (int r = 0; r < 2; ++r) {
-      if (active_[r] && used[r] > cap_[r]) return false;
-    }
-    return true;
-  }
-
-  // Fractional knapsack on row r alone: the exact LP optimum when r is the only row.
-  double Greedy(int r, const Box& box, std::vector<double>* x) const {
-    Int128 used = 0;
-    double value = 0;
-    for (int k = 0; k < n_; ++k) {
-      const int b = Bits(k, box.lo[k]);
-      used += static_cast<Int128>(items_[k].w[r]) * b;
-      value += items_[k].c * b;
-      (*x)[k] = b;
-    }
-    Int128 rem = cap_[r] - used;  // >= 0: the caller checked feasibility.
-    for (int k : order_[r]) {
-      const int span = Bits(k, box.hi[k]) - Bits(k, box.lo[k]);
-      if (span == 0) continue;
-      const Int128 need = static_cast<Int128>(items_[k].w[r]) * span;
-      if (need <= rem) {
-        rem -= need;
-        value += items_[k].c * span;
-        (*x)[k] = Bits(k, box.hi[k]);
-      } else {
-        const double part = static_cast<double>(rem) / static_cast<double>(items_[k].w[r]);
-        value += items_[k].c * part;
-        (*x)[k] += part;
-        break;
-      }
-    }
-    return value;
-  }
-
-  // Weak duality: for multipliers y >= 0, sum_r y_r cap_r + sum_k max_b (c_k - y.w_k) b
-  // bounds the node's LP from above whatever y is, so it is safe with CLP's tolerances.
-  double Lagrangian(const Box& box, const double y[2]) const {
-    double value = 0;
-    for (int r = 0; r < 2; ++r) {
-      if (active_[r]) value += y[r] * static_cast<double>(cap_[r]);
-    }
-    for (int k = 0; k < n_; ++k) {
-      double reduced = items_[k].c;
+    if (use_lagrangian_) {
+      // Weak duality with the root LP's multipliers, valid for any y >= 0.
+      double lag = s.v - low_v_[k] + lag_tail_[k];
       for (int r = 0; r < 2; ++r) {
-        if (active_[r]) reduced -= y[r] * static_cast<double>(items_[k].w[r]);
+        lag += y_[r] * static_cast<double>(static_cast<Int128>(cap_[r]) - s.w[r] + low_w_[r][k]);
       }
-      value += reduced * (reduced > 0 ? Bits(k, box.hi[k]) : Bits(k, box.lo[k]));
+      bound = std::min(bound, lag);
     }
-    return value;
+    return bound;
   }
 
-  // Row usage of a fractional solution, to see whether one row's greedy optimum already
-  // satisfies the other row.
-  bool FitsRow(int r, const std::vector<double>& x) const {
-    long double used = 0;
-    for (int k = 0; k < n_; ++k) used += static_cast<long double>(items_[k].w[r]) * x[k];
-    return used <= static_cast<long double>(cap_[r]);
-  }
-
-  NodeLp Evaluate(const Box& box) {
-    NodeLp lp;
-    Int128 used[2] = {0, 0};
-    for (int k = 0; k < n_; ++k) {
-      for (int r = 0; r < 2; ++r) used[r] += static_cast<Int128>(items_[k].w[r]) * Bits(k, box.lo[k]);
-    }
-    // Rows have non-negative coefficients: the lowest bits everywhere are the cheapest point.
-    if (!Fits(used)) return lp;
-    lp.feasible = true;
-    lp.x.assign(n_, 0);
-    if (!(active_[kSizeRow] && active_[kBopsRow])) {
-      lp.bound = Greedy(active_[kSizeRow] ? kSizeRow : kBopsRow, box, &lp.x);
-      lp.x_optimal = true;
-      return lp;
-    }
-    std::vector<double> x_bops(n_);
-    const double g_size = Greedy(kSizeRow, box, &lp.x);
-    const double g_bops = Greedy(kBopsRow, box, &x_bops);
-    lp.bound = std::min(g_size, g_bops);
-    if (have_root_multipliers_) lp.bound = std::min(lp.bound, Lagrangian(box, root_multiplier_));
-    // One row's relaxed optimum satisfying the other row is the two-row optimum.
-    if (g_size <= g_bops && FitsRow(kBopsRow, lp.x)) {
-      lp.x_optimal = true;
-      return lp;
-    }
-    if (g_bops <= g_size && FitsRow(kSizeRow, x_bops)) {
-      lp.x = x_bops;
-      lp.x_optimal = true;
-      return lp;
-    }
-    if (Pruned(lp.bound)) return lp;
-    std::vector<double> lo(n_), hi(n_);
-    for (int k = 0; k < n_; ++k) {
-      lo[k] = Bits(k, box.lo[k]);
-      hi[k] = Bits(k, box.hi[k]);
-    }
-    ++clp_solves_;
-    if (clp_.Solve(lo, hi)) {
-      const double y[2] = {clp_.Multiplier(kSizeRow), clp_.Multiplier(kBopsRow)};
-      lp.bound = std::min(lp.bound, Lagrangian(box, y));
-      for (int k = 0; k < n_; ++k) lp.x[k] = std::clamp(clp_.x()[k], lo[k], hi[k]);
-      lp.x_optimal = true;
-    }
-    // Otherwise branch on the size row's greedy point under the weaker valid bound.
-    return lp;
-  }
-
-  bool Pruned(double bound) const {
-    if (best_.empty()) return false;
-    return bound <= best_value_ + kRelativeGap * std::max(std::fabs(best_value_), 1e-300);
-  }
-
-  // Rounds the relaxed point down to candidates, then raises layers while everything
-  // fits: a feasible allocation in the node, checked exactly.
-  void Heuristic(const Box& box, const std::vector<double>& x) {
-    std::vector<int> idx(box.lo);
-    Int128 used[2] = {0, 0};
-    for (int k = 0; k < n_; ++k) {
-      for (int r = 0; r < 2; ++r) used[r] += static_cast<Int128>(items_[k].w[r]) * Bits(k, idx[k]);
-    }
-    auto raise = [&](int k, double limit) {
-      for (int j = box.hi[k]; j > idx[k]; --j) {
-        if (Bits(k, j) > limit + kIntegralTol) continue;
-        const int delta = Bits(k, j) - Bits(k, idx[k]);
-        Int128 next[2];
-        for (int r = 0; r < 2; ++r) next[r] = used[r] + static_cast<Int128>(items_[k].w[r]) * delta;
-        if (!Fits(next)) continue;
-        used[0] = next[0];
-        used[1] = next[1];
-        idx[k] = j;
-        return;
-      }
-    };
-    for (int k : fill_order_) raise(k, x[k]);
-    for (int k : fill_order_) raise(k, std::numeric_limits<double>::infinity());
-    double value = 0;
-    for (int k = 0; k < n_; ++k) value += items_[k].c * Bits(k, idx[k]);
-    if (best_.empty() || value > best_value_) {
-      best_ = idx;
-      best_value_ = value;
-    }
-  }
-
-  void Dfs(const Box& box) {
-    if (++nodes_ > kMaxNodes) return;
-    NodeLp lp = Evaluate(box);
-    if (!lp.feasible || Pruned(lp.bound)) return;
-    Heuristic(box, lp.x);
-    if (Pruned(lp.bound)) return;
-
-    // Branch on the layer whose relaxed bits are farthest from a candidate.
-    int branch = -1;
-    double farthest = -1;
-    for (int k = 0; k < n_; ++k) {
-      if (box.lo[k] == box.hi[k]) continue;
-      double dist = std::numeric_limits<double>::infinity();
-      for (int j = box.lo[k]; j <= box.hi[k]; ++j) dist = std::min(dist, std::fabs(lp.x[k] - Bits(k, j)));
-      if (dist > farthest) {
-        farthest = dist;
-        branch = k;
+  std::vector<State> Expand(int k) const {
+    const std::vector<State>& prev = stages_[k];
+    const Item& it = items_[order_[k]];
+    const int lo = it.cands.front();
+    std::vector<State> next;
+    for (int32_t s = 0; s < static_cast<int32_t>(prev.size()); ++s) {
+      for (int ci = 0; ci < static_cast<int>(it.cands.size()); ++ci) {
+        const int delta = it.cands[ci] - lo;
+        State t;
+        bool fits = true;
+        for (int r = 0; r < 2; ++r) {
+          t.w[r] = prev[s].w[r] + it.w[r] * delta;
+          if (active_[r] && t.w[r] > cap_[r]) fits = false;
+        }
+        if (!fits) break;  // Candidates ascend: the rest are heavier still.
+        t.v = prev[s].v + it.c * delta;
+        t.parent = s;
+        t.cand = ci;
+        if (Bound(k + 1, t) <= threshold_) continue;
+        next.push_back(t);
+        if (next.size() > kMaxExpanded) return next;  // The caller reports the overflow.
       }
     }
-    if (branch < 0) return;  // Every layer fixed: the heuristic has evaluated the point.
-    Box down = box, up = box;
-    const double v = lp.x[branch];
-    if (farthest > kIntegralTol) {
-      // [lo, largest candidate below v] and [smallest candidate above v, hi].
-      int j = box.lo[branch];
-      while (j + 1 <= box.hi[branch] && Bits(branch, j + 1) < v) ++j;
-      down.hi[branch] = j;
-      up.lo[branch] = j + 1;
-    } else {
-      // The point is (numerically) integral yet not closed: split its domain around it.
-      int j = box.lo[branch];
-      while (j < box.hi[branch] && std::fabs(Bits(branch, j) - v) > kIntegralTol) ++j;
-      if (j < box.hi[branch]) {
-        down.hi[branch] = j;
-        up.lo[branch] = j + 1;
-      } else {
-        down.hi[branch] = j - 1;
-        up.lo[branch] = j;
-      }
-    }
-    // More bits first: it follows the greedy and finds strong incumbents early.
-    if (Propagate(up)) Dfs(up);
-    if (nodes_ > kMaxNodes) return;
-    if (Propagate(down)) Dfs(down);
+    return next;
   }
 
-  std::vector<Item> items_;
+  // Drops dominated states: sorted by the main row, a state survives only if no earlier
+  // state uses no more of the other row and is worth at least as much (prefix maximum
+  // over the other row's use, in a Fenwick tree).
+  void Filter(std::vector<State>* states) const {
+    const int other = 1 - main_;
+    std::stable_sort(states->begin(), states->end(), [&](const State& a, const State& b) {
+      if (a.w[main_] != b.w[main_]) return a.w[main_] < b.w[main_];
+      if (a.w[other] != b.w[other]) return a.w[other] < b.w[other];
+      return a.v > b.v;
+    });
+    std::vector<int64_t> keys;
+    for (const State& s : *states) keys.push_back(s.w[other]);
+    std::sort(keys.begin(), keys.end());
+    keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+    std::vector<double> tree(keys.size() + 1, -std::numeric_limits<double>::infinity());
+    size_t kept = 0;
+    for (const State& s : *states) {
+      const size_t pos = std::lower_bound(keys.begin(), keys.end(), s.w[other]) - keys.begin() + 1;
+      double best = -std::numeric_limits<double>::infinity();
+      for (size_t i = pos; i > 0; i -= i & (~i + 1)) best = std::max(best, tree[i]);
+      if (best >= s.v) continue;
+      for (size_t i = pos; i < tree.size(); i += i & (~i + 1)) tree[i] = std::max(tree[i], s.v);
+      (*states)[kept++] = s;
+    }
+    states->resize(kept);
+  }
+
+  const std::vector<Item>& items_;
   int n_ = 0;
   bool active_[2] = {false, false};
   int64_t cap_[2] = {0, 0};
-  std::vector<int> order_[2];
-  std::vector<int> fill_order_;
-  std::vector<std::vector<int>> groups_;
-  ClpRelaxation clp_;
-  bool have_root_multipliers_ = false;
-  double root_multiplier_[2] = {0, 0};
-  std::vector<int> best_;  // Candidate indices of the incumbent.
+  int main_ = kSizeRow;
+  std::vector<int> order_;
+  std::vector<Int128> fill_w_;
+  std::vector<double> fill_v_;
+  bool use_lagrangian_ = false;
+  double y_[2] = {0, 0};
+  std::vector<double> lag_tail_, low_v_;
+  std::vector<Int128> low_w_[2];
+  std::vector<std::vector<State>> stages_;
+  std::vector<int> best_bits_;
   double best_value_ = 0;
-  int64_t nodes_ = 0;
-  int64_t clp_solves_ = 0;
+  double threshold_ = 0;
+  int64_t states_ = 0;
 };
+
+// Rounds a relaxed point down to candidates, then raises layers (best value per unit of
+// the main row first) while everything fits: a feasible start, checked exactly.
+std::vector<int> RoundAndFill(const std::vector<Item>& items, const bool active[2],
+                              const int64_t cap[2], const std::vector<double>& x) {
+  const int n = static_cast<int>(items.size());
+  const int main = active[kSizeRow] ? kSizeRow : kBopsRow;
+  std::vector<int> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+    return items[a].c * static_cast<double>(items[b].w[main]) >
+           items[b].c * static_cast<double>(items[a].w[main]);
+  });
+  std::vector<int> bits(n);
+  Int128 used[2] = {0, 0};
+  for (int k = 0; k < n; ++k) {
+    bits[k] = items[k].cands.front();
+    for (int r = 0; r < 2; ++r) used[r] += static_cast<Int128>(items[k].w[r]) * bits[k];
+  }
+  auto raise = [&](int k, double limit) {
+    for (auto c = items[k].cands.rbegin(); c != items[k].cands.rend() && *c > bits[k]; ++c) {
+      if (*c > limit + kIntegralTol) continue;
+      Int128 next[2];
+      bool fits = true;
+      for (int r = 0; r < 2; ++r) {
+        next[r] = used[r] + static_cast<Int128>(items[k].w[r]) * (*c - bits[k]);
+        if (active[r] && next[r] > cap[r]) fits = false;
+      }
+      if (!fits) continue;
+      used[0] = next[0];
+      used[1] = next[1];
+      bits[k] = *c;
+      return;
+    }
+  };
+  for (int k : order) raise(k, x[k]);
+  for (int k : order) raise(k, std::numeric_limits<double>::infinity());
+  return bits;
+}
 
 absl::Status Validate(const AllocationProblem& problem) {
   if (problem.layers.empty()) return absl::InvalidArgumentError("bit allocation: no layers");
@@ -489,8 +408,9 @@ absl::Status Validate(const AllocationProblem& problem) {
   }
   // Sums below are in int64; refuse models whose totals could not be represented.
   constexpr Int128 kLimit = std::numeric_limits<int64_t>::max() / 16;
-  if (max_bits > kLimit || max_bops > kLimit || problem.other_bytes > kLimit) {
-    return absl::InvalidArgumentError("bit allocation: params or MACs too large");
+  if (max_bits > kLimit || max_bops > kLimit || problem.other_bytes > kLimit ||
+      problem.size_budget_bytes.value_or(0) > kLimit) {
+    return absl::InvalidArgumentError("bit allocation: params, MACs or budget too large");
   }
   return absl::OkStatus();
 }
@@ -576,14 +496,31 @@ absl::StatusOr<Allocation> SolveAllocation(const AllocationProblem& problem) {
   } else {
     std::vector<int> layer_of;
     for (const Item& item : items) layer_of.push_back(item.layer);
-    BranchAndBound search(std::move(items), active, cap);
-    const double lp = search.RootLpBound();
-    if (absl::Status status = search.Run(); !status.ok()) return status;
+    ClpRelaxation clp(items, active, cap);
+    std::vector<double> lo, hi, x;
+    for (const Item& item : items) {
+      lo.push_back(item.cands.front());
+      hi.push_back(item.cands.back());
+    }
+    if (!clp.Solve(lo, hi)) {
+      return absl::InternalError("bit allocation: CLP did not solve the LP relaxation");
+    }
+    double lp = 0;
+    for (size_t k = 0; k < items.size(); ++k) {
+      x.push_back(std::clamp(clp.x()[k], lo[k], hi[k]));
+      lp += items[k].c * x.back();
+    }
+    const double y[2] = {clp.Multiplier(kSizeRow), clp.Multiplier(kBopsRow)};
+    ExactSearch search(items, active, cap, y);
+    if (absl::Status status = search.Run(RoundAndFill(items, active, cap, x)); !status.ok()) {
+      return status;
+    }
     const std::vector<int> bits = search.best_bits();
     for (size_t k = 0; k < bits.size(); ++k) result.bits[layer_of[k]] = bits[k];
-    result.nodes = search.nodes();
+    result.nodes = search.states();
     double objective = 0;
-    for (size_t i = 0; i < num_layers; ++i) objective += problem.layers[i].coefficient * result.bits[i];
+    for (size_t i = 0; i < num_layers; ++i)
+      objective += problem.layers[i].coefficient * result.bits[i];
     result.objective = objective;
     // Mathematically the relaxation is never below the integer optimum; CLP's tolerances
     // can leave it a hair under, which would read as a contradiction in the report.
