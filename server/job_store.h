@@ -23,9 +23,9 @@ namespace ompq {
 
 /// One stored job: the public Job resource plus the bookkeeping clients never see.
 struct JobRecord {
-  v1::Job job;                  // The resource (name, spec, state, ...).
-  int64_t version = 0;          // Bumped by every write; the compare-and-set token.
-  std::string lease_id;         // Lease held by a worker; empty unless RUNNING/CANCELLING.
+  v1::Job job;           // The resource (name, spec, state, ...).
+  int64_t version = 0;   // Bumped by every write; the compare-and-set token.
+  std::string lease_id;  // Lease held by a worker; empty unless RUNNING/CANCELLING.
   absl::Time lease_expire_time = absl::InfinitePast();  // Lease lapses here (when leased).
   absl::Time run_deadline = absl::InfinitePast();       // Per-job timeout (when leased).
   absl::Time state_time = absl::InfinitePast();         // Entered its current state.
@@ -52,7 +52,7 @@ struct JobPage {
 
 /// Result of Create().
 struct CreateResult {
-  JobRecord record;  // The stored job: the new one, or the one created first.
+  JobRecord record;      // The stored job: the new one, or the one created first.
   bool created = false;  // False when request_id matched an existing job.
 };
 
@@ -64,8 +64,7 @@ class JobStore {
   /// Stores a new job (record.job.name set by the caller, unique). When the job's
   /// request_id is non-empty and a job with it exists, returns that job with created=false
   /// and stores nothing. RESOURCE_EXHAUSTED when `max_queued` jobs are already QUEUED.
-  virtual absl::StatusOr<CreateResult> Create(const JobRecord& record,
-                                              int64_t max_queued) = 0;
+  virtual absl::StatusOr<CreateResult> Create(const JobRecord& record, int64_t max_queued) = 0;
 
   /// The job called `name`; NOT_FOUND when absent.
   virtual absl::StatusOr<JobRecord> Get(const std::string& name) = 0;

@@ -1,0 +1,39 @@
+// BlobService: gRPC front of the BlobStore (FindMissingBlobs, streaming Write and Read).
+// File I/O runs on a ThreadPool, never inside a gRPC reaction.
+#ifndef OMPQ_SERVER_BLOB_SERVICE_H_
+#define OMPQ_SERVER_BLOB_SERVICE_H_
+
+#include <cstdint>
+
+#include "ompq/v1/blob_service.grpc.pb.h"
+#include "server/blob_store.h"
+#include "server/metrics.h"
+#include "server/thread_pool.h"
+
+namespace ompq {
+
+/// The BlobService implementation.
+class BlobServiceImpl final : public v1::BlobService::CallbackService {
+ public:
+  /// Pointers must outlive the service. Uploads declaring more than `max_blob_bytes` are
+  /// refused with RESOURCE_EXHAUSTED.
+  BlobServiceImpl(BlobStore* store, Metrics* metrics, ThreadPool* io, int64_t max_blob_bytes);
+
+  grpc::ServerUnaryReactor* FindMissingBlobs(grpc::CallbackServerContext* context,
+                                             const v1::FindMissingBlobsRequest* request,
+                                             v1::FindMissingBlobsResponse* response) override;
+  grpc::ServerReadReactor<v1::WriteBlobRequest>* Write(grpc::CallbackServerContext* context,
+                                                       v1::WriteBlobResponse* response) override;
+  grpc::ServerWriteReactor<v1::ReadBlobResponse>* Read(grpc::CallbackServerContext* context,
+                                                       const v1::ReadBlobRequest* request) override;
+
+ private:
+  BlobStore* const store_;
+  Metrics* const metrics_;
+  ThreadPool* const io_;
+  const int64_t max_blob_bytes_;
+};
+
+}  // namespace ompq
+
+#endif  // OMPQ_SERVER_BLOB_SERVICE_H_

@@ -1,0 +1,46 @@
+// Validation of what clients send to QuantizationService: one INVALID_ARGUMENT per bad
+// field, one line naming the field and the fix; defaults filled in so stored specs are
+// complete.
+#ifndef OMPQ_SERVER_JOB_VALIDATION_H_
+#define OMPQ_SERVER_JOB_VALIDATION_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "ompq/v1/job.pb.h"
+#include "ompq/v1/quantization_service.pb.h"
+
+namespace ompq {
+
+/// Finetuning is not implemented in this version: an unspecified mode means NONE (the
+/// product default becomes PTQ once finetuning lands).
+inline constexpr v1::FinetuneMode kDefaultFinetuneMode = v1::NONE;
+
+/// Checks every field of `spec` and fills defaults (weight_bits 2..8, act_bits 8,
+/// pin_first_last_bits 8, search_samples 32, calib_samples 1024, finetune as above).
+/// INVALID_ARGUMENT for a bad field; UNIMPLEMENTED for features this version lacks
+/// (PTQ/QAT finetuning, eval and train data). Blob existence is checked by the caller.
+absl::Status ValidateAndFillSpec(v1::JobSpec* spec);
+
+/// Checks CreateJobRequest.request_id (at most 128 printable characters).
+absl::Status ValidateRequestId(const std::string& request_id);
+
+/// Checks a "jobs/<id>" name given in field `field`.
+absl::Status ValidateJobName(const std::string& name, const std::string& field = "name");
+
+/// A ListJobsRequest.label filter "key=value", split.
+struct LabelFilter {
+  std::string key;    // Empty: no filter.
+  std::string value;  // Compared exactly.
+};
+
+/// Parses ListJobsRequest.label ("" means no filter).
+absl::StatusOr<LabelFilter> ParseLabelFilter(const std::string& label);
+
+/// Checks page_size and state of a ListJobsRequest.
+absl::Status ValidateListRequest(const v1::ListJobsRequest& request);
+
+}  // namespace ompq
+
+#endif  // OMPQ_SERVER_JOB_VALIDATION_H_

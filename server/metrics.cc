@@ -1,0 +1,130 @@
+#include "server/metrics.h"
+
+#include <string>
+
+namespace ompq {
+namespace {
+
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+using prometheus::Histogram;
+
+// Seconds, from sub-second queue waits to day-long jobs.
+const Histogram::BucketBoundaries& WaitBuckets() {
+  static const auto* buckets =
+      new Histogram::BucketBoundaries{0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400};
+  return *buckets;
+}
+const Histogram::BucketBoundaries& DurationBuckets() {
+  static const auto* buckets = new Histogram::BucketBoundaries{
+      1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400};
+  return *buckets;
+}
+
+}  // namespace
+
+Metrics::Metrics()
+    : registry_(std::make_shared<prometheus::Registry>()),
+      jobs_submitted_(BuildCounter()
+                          .Name("ompq_jobs_submitted_total")
+                          .Help("Jobs accepted by CreateJob.")
+                          .Register(*registry_)),
+      jobs_finished_(BuildCounter()
+                         .Name("ompq_jobs_finished_total")
+                         .Help("Jobs that reached a terminal state, by state and reason.")
+                         .Register(*registry_)),
+      jobs_(BuildGauge().Name("ompq_jobs").Help("Jobs stored, by state.").Register(*registry_)),
+      queue_wait_(BuildHistogram()
+                      .Name("ompq_job_queue_wait_seconds")
+                      .Help("Time jobs waited in QUEUED before a worker leased them.")
+                      .Register(*registry_)),
+      job_duration_(BuildHistogram()
+                        .Name("ompq_job_duration_seconds")
+                        .Help("Time from a job's first start to its terminal state.")
+                        .Register(*registry_)),
+      stage_seconds_(BuildHistogram()
+                         .Name("ompq_job_stage_seconds")
+                         .Help("Time jobs spent in each stage.")
+                         .Register(*registry_)),
+      workers_(BuildGauge()
+                   .Name("ompq_workers")
+                   .Help("Workers waiting for a job (idle) or holding a lease (busy).")
+                   .Register(*registry_)),
+      leases_expired_(BuildCounter()
+                          .Name("ompq_leases_expired_total")
+                          .Help("Leases that lapsed without a heartbeat.")
+                          .Register(*registry_)),
+      blob_bytes_written_(BuildCounter()
+                              .Name("ompq_blob_bytes_written_total")
+                              .Help("Blob bytes newly stored by uploads.")
+                              .Register(*registry_)),
+      blob_bytes_read_(BuildCounter()
+                           .Name("ompq_blob_bytes_read_total")
+                           .Help("Blob bytes served by downloads.")
+                           .Register(*registry_)),
+      blob_store_bytes_(BuildGauge()
+                            .Name("ompq_blob_store_bytes")
+                            .Help("Bytes held by the blob store.")
+                            .Register(*registry_)) {
+  // Series that exist from the start, so dashboards and rate() see zeros, not gaps.
+  jobs_submitted_.Add({});
+  leases_expired_.Add({});
+  blob_bytes_written_.Add({});
+  blob_bytes_read_.Add({});
+  blob_store_bytes_.Add({});
+  queue_wait_.Add({}, WaitBuckets());
+  job_duration_.Add({}, DurationBuckets());
+  SetJobCounts({});
+  SetWorkers(0, 0);
+}
+
+void Metrics::JobSubmitted() { jobs_submitted_.Add({}).Increment(); }
+
+void Metrics::JobFinished(v1::JobState state, absl::string_view reason) {
+  jobs_finished_.Add({{"state", v1::JobState_Name(state)}, {"reason", std::string(reason)}})
+      .Increment();
+}
+
+void Metrics::SetJobCounts(const std::map<v1::JobState, int64_t>& counts) {
+  for (int s = v1::QUEUED; s <= v1::JobState_MAX; ++s) {
+    const auto state = static_cast<v1::JobState>(s);
+    const auto it = counts.find(state);
+    jobs_.Add({{"state", v1::JobState_Name(state)}})
+        .Set(it == counts.end() ? 0.0 : static_cast<double>(it->second));
+  }
+}
+
+void Metrics::ObserveQueueWait(absl::Duration wait) {
+  queue_wait_.Add({}, WaitBuckets()).Observe(absl::ToDoubleSeconds(wait));
+}
+
+void Metrics::ObserveJobDuration(absl::Duration duration) {
+  job_duration_.Add({}, DurationBuckets()).Observe(absl::ToDoubleSeconds(duration));
+}
+
+void Metrics::ObserveStage(v1::Stage stage, absl::Duration duration) {
+  stage_seconds_.Add({{"stage", v1::Stage_Name(stage)}}, WaitBuckets())
+      .Observe(absl::ToDoubleSeconds(duration));
+}
+
+void Metrics::SetWorkers(int64_t idle, int64_t busy) {
+  workers_.Add({{"state", "idle"}}).Set(static_cast<double>(idle));
+  workers_.Add({{"state", "busy"}}).Set(static_cast<double>(busy));
+}
+
+void Metrics::LeaseExpired() { leases_expired_.Add({}).Increment(); }
+
+void Metrics::BlobBytesWritten(int64_t bytes) {
+  blob_bytes_written_.Add({}).Increment(static_cast<double>(bytes));
+}
+
+void Metrics::BlobBytesRead(int64_t bytes) {
+  blob_bytes_read_.Add({}).Increment(static_cast<double>(bytes));
+}
+
+void Metrics::SetBlobStoreBytes(int64_t bytes) {
+  blob_store_bytes_.Add({}).Set(static_cast<double>(bytes));
+}
+
+}  // namespace ompq

@@ -1,0 +1,485 @@
+#include "server/sqlite_job_store.h"
+
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "common/status_macros.h"
+#include "server/proto_time.h"
+
+namespace ompq {
+namespace {
+
+// Bumped with every schema change; Open() migrates older files forward.
+constexpr int kSchemaVersion = 1;
+
+constexpr char kSchema[] = R"sql(
+CREATE TABLE IF NOT EXISTS jobs (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- creation order: newest first = seq DESC
+  name TEXT NOT NULL UNIQUE,
+  state INTEGER NOT NULL,
+  create_time_us INTEGER NOT NULL,
+  request_id TEXT,                        -- NULL when none was given
+  version INTEGER NOT NULL,
+  lease_id TEXT NOT NULL DEFAULT '',
+  lease_expire_us INTEGER,                -- NULL unless leased
+  run_deadline_us INTEGER,                -- NULL unless leased
+  state_time_us INTEGER,
+  stage_time_us INTEGER,
+  job BLOB NOT NULL                       -- serialised ompq.v1.Job
+);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_request_id ON jobs(request_id)
+  WHERE request_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_create_time ON jobs(create_time_us);
+CREATE INDEX IF NOT EXISTS jobs_by_lease_expire ON jobs(lease_expire_us)
+  WHERE lease_expire_us IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_by_run_deadline ON jobs(run_deadline_us)
+  WHERE run_deadline_us IS NOT NULL;
+CREATE TABLE IF NOT EXISTS job_labels (
+  key TEXT NOT NULL,
+  value TEXT NOT NULL,
+  job_seq INTEGER NOT NULL,
+  PRIMARY KEY (key, value, job_seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS job_labels_by_job ON job_labels(job_seq);
+)sql";
+
+// Columns read back into a JobRecord, in this order.
+constexpr char kRecordColumns[] =
+    "seq, version, lease_id, lease_expire_us, run_deadline_us, state_time_us, "
+    "stage_time_us, job";
+
+absl::Status SqliteError(sqlite3* db, absl::string_view what) {
+  const int code = sqlite3_errcode(db);
+  std::string message = absl::StrCat("job database: ", what, ": ", sqlite3_errmsg(db));
+  // A locked database is transient: callers may retry.
+  if (code == SQLITE_BUSY || code == SQLITE_LOCKED) {
+    return absl::UnavailableError(message);
+  }
+  return absl::InternalError(message);
+}
+
+// A prepared statement, finalised on destruction.
+class Statement {
+ public:
+  Statement(sqlite3* db, const std::string& sql) : db_(db) {
+    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt_, nullptr) != SQLITE_OK) {
+      status_ = SqliteError(db, "prepare");
+    }
+  }
+  ~Statement() { sqlite3_finalize(stmt_); }
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+
+  const absl::Status& status() const { return status_; }
+
+  void Bind(int index, int64_t value) { sqlite3_bind_int64(stmt_, index, value); }
+  void BindText(int index, absl::string_view text) {
+    sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
+  }
+  void BindBlob(int index, const std::string& bytes) {
+    sqlite3_bind_blob(stmt_, index, bytes.data(), static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
+  }
+  void BindNull(int index) { sqlite3_bind_null(stmt_, index); }
+  // Infinite past (unset) is stored as NULL.
+  void BindTime(int index, absl::Time t) {
+    if (t == absl::InfinitePast()) {
+      BindNull(index);
+    } else {
+      Bind(index, absl::ToUnixMicros(t));
+    }
+  }
+
+  // Runs one step: true when a row is available, false when done.
+  absl::StatusOr<bool> Step() {
+    RETURN_IF_ERROR(status_);
+    const int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) {
+      return true;
+    }
+    if (rc == SQLITE_DONE) {
+      return false;
+    }
+    return SqliteError(db_, "step");
+  }
+
+  int64_t Int(int col) { return sqlite3_column_int64(stmt_, col); }
+  bool IsNull(int col) { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
+  std::string Text(int col) {
+    const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, col));
+    return text == nullptr ? std::string() : std::string(text, sqlite3_column_bytes(stmt_, col));
+  }
+  absl::Time Time(int col) {
+    return IsNull(col) ? absl::InfinitePast() : absl::FromUnixMicros(Int(col));
+  }
+  absl::string_view Blob(int col) {
+    const auto* data = static_cast<const char*>(sqlite3_column_blob(stmt_, col));
+    return absl::string_view(data, static_cast<size_t>(sqlite3_column_bytes(stmt_, col)));
+  }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+  absl::Status status_;
+};
+
+absl::Status Exec(sqlite3* db, const char* sql) {
+  char* error = nullptr;
+  if (sqlite3_exec(db, sql, nullptr, nullptr, &error) != SQLITE_OK) {
+    std::string message = error != nullptr ? error : "unknown error";
+    sqlite3_free(error);
+    return absl::InternalError(absl::StrCat("job database: ", message));
+  }
+  return absl::OkStatus();
+}
+
+// BEGIN IMMEDIATE ... COMMIT; rolls back unless Commit() succeeded.
+class Transaction {
+ public:
+  explicit Transaction(sqlite3* db) : db_(db) {
+    // IMMEDIATE takes the write lock up front, so read-then-write cannot deadlock.
+    status_ = Exec(db, "BEGIN IMMEDIATE");
+  }
+  ~Transaction() {
+    if (status_.ok() && !committed_) {
+      Exec(db_, "ROLLBACK").IgnoreError();
+    }
+  }
+  Transaction(const Transaction&) = delete;
+  Transaction& operator=(const Transaction&) = delete;
+
+  const absl::Status& status() const { return status_; }
+  absl::Status Commit() {
+    RETURN_IF_ERROR(Exec(db_, "COMMIT"));
+    committed_ = true;
+    return absl::OkStatus();
+  }
+
+ private:
+  sqlite3* db_;
+  absl::Status status_;
+  bool committed_ = false;
+};
+
+// Reads the kRecordColumns of the current row; also returns seq.
+absl::StatusOr<JobRecord> ReadRecord(Statement& stmt, int64_t* seq = nullptr) {
+  JobRecord record;
+  if (seq != nullptr) {
+    *seq = stmt.Int(0);
+  }
+  record.version = stmt.Int(1);
+  record.lease_id = stmt.Text(2);
+  record.lease_expire_time = stmt.Time(3);
+  record.run_deadline = stmt.Time(4);
+  record.state_time = stmt.Time(5);
+  record.stage_time = stmt.Time(6);
+  absl::string_view bytes = stmt.Blob(7);
+  if (!record.job.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    return absl::DataLossError("job database: a stored job does not parse");
+  }
+  return record;
+}
+
+std::string EncodePageToken(int64_t seq) {
+  return absl::WebSafeBase64Escape(absl::StrCat("seq:", seq));
+}
+
+absl::StatusOr<int64_t> DecodePageToken(const std::string& token) {
+  std::string raw;
+  if (absl::WebSafeBase64Unescape(token, &raw)) {
+    absl::string_view rest = raw;
+    int64_t seq = 0;
+    if (absl::ConsumePrefix(&rest, "seq:") && absl::SimpleAtoi(rest, &seq) && seq > 0) {
+      return seq;
+    }
+  }
+  return absl::InvalidArgumentError(
+      "page_token is not valid: pass the next_page_token of the previous response");
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(const std::string& path) {
+  sqlite3* db = nullptr;
+  const int rc = sqlite3_open_v2(
+      path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string message = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    sqlite3_close(db);
+    return absl::UnavailableError(absl::StrCat("cannot open job database '", path, "': ", message));
+  }
+  std::unique_ptr<SqliteJobStore> store(new SqliteJobStore(db));
+  // Another process (e.g. the sqlite3 shell) may hold a lock for a moment.
+  sqlite3_busy_timeout(db, 5000);
+  {
+    Statement wal(db, "PRAGMA journal_mode=WAL");
+    ASSIGN_OR_RETURN(bool row, wal.Step());
+    if (!row || wal.Text(0) != "wal") {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "job database '", path, "' cannot use WAL mode (is it on a network filesystem?)"));
+    }
+  }
+  // NORMAL in WAL mode survives a crash of this process (the SIGKILL case); only an OS
+  // crash or power loss may drop the last commits.
+  RETURN_IF_ERROR(Exec(db, "PRAGMA synchronous=NORMAL"));
+  {
+    Statement version(db, "PRAGMA user_version");
+    ASSIGN_OR_RETURN(bool row, version.Step());
+    const int64_t found = row ? version.Int(0) : 0;
+    if (found > kSchemaVersion) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("job database '", path, "' has schema version ", found,
+                       ", newer than this server's ", kSchemaVersion, ": upgrade the server"));
+    }
+  }
+  RETURN_IF_ERROR(Exec(db, kSchema));
+  RETURN_IF_ERROR(Exec(db, absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str()));
+  return store;
+}
+
+SqliteJobStore::~SqliteJobStore() { sqlite3_close(db_); }
+
+absl::StatusOr<std::optional<JobRecord>> SqliteJobStore::GetLocked(const std::string& name) {
+  Statement stmt(db_, absl::StrCat("SELECT ", kRecordColumns, " FROM jobs WHERE name = ?1"));
+  stmt.BindText(1, name);
+  ASSIGN_OR_RETURN(bool row, stmt.Step());
+  if (!row) {
+    return std::nullopt;
+  }
+  ASSIGN_OR_RETURN(JobRecord record, ReadRecord(stmt));
+  return record;
+}
+
+absl::StatusOr<CreateResult> SqliteJobStore::Create(const JobRecord& record, int64_t max_queued) {
+  absl::MutexLock lock(&mu_);
+  Transaction txn(db_);
+  RETURN_IF_ERROR(txn.status());
+  const v1::Job& job = record.job;
+  if (!job.request_id().empty()) {
+    Statement find(db_,
+                   absl::StrCat("SELECT ", kRecordColumns, " FROM jobs WHERE request_id = ?1"));
+    find.BindText(1, job.request_id());
+    ASSIGN_OR_RETURN(bool row, find.Step());
+    if (row) {
+      ASSIGN_OR_RETURN(JobRecord existing, ReadRecord(find));
+      return CreateResult{std::move(existing), false};
+    }
+  }
+  {
+    Statement count(db_, "SELECT COUNT(*) FROM jobs WHERE state = ?1");
+    count.Bind(1, v1::QUEUED);
+    ASSIGN_OR_RETURN(bool row, count.Step());
+    const int64_t queued = row ? count.Int(0) : 0;
+    if (queued >= max_queued) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the job queue is full (", queued,
+                       " jobs queued); retry later, or raise the server's --max-queued-jobs"));
+    }
+  }
+  Statement insert(db_,
+                   "INSERT INTO jobs (name, state, create_time_us, request_id, version, "
+                   "lease_id, lease_expire_us, run_deadline_us, state_time_us, stage_time_us, "
+                   "job) VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9, ?10)");
+  insert.BindText(1, job.name());
+  insert.Bind(2, job.state());
+  insert.Bind(3, absl::ToUnixMicros(FromProtoTimestamp(job.create_time())));
+  if (job.request_id().empty()) {
+    insert.BindNull(4);
+  } else {
+    insert.BindText(4, job.request_id());
+  }
+  insert.BindText(5, record.lease_id);
+  insert.BindTime(6, record.leased() ? record.lease_expire_time : absl::InfinitePast());
+  insert.BindTime(7, record.leased() ? record.run_deadline : absl::InfinitePast());
+  insert.BindTime(8, record.state_time);
+  insert.BindTime(9, record.stage_time);
+  insert.BindBlob(10, job.SerializeAsString());
+  RETURN_IF_ERROR(insert.Step().status());
+  const int64_t seq = sqlite3_last_insert_rowid(db_);
+  for (const auto& [key, value] : job.spec().labels()) {
+    Statement label(db_, "INSERT INTO job_labels (key, value, job_seq) VALUES (?1, ?2, ?3)");
+    label.BindText(1, key);
+    label.BindText(2, value);
+    label.Bind(3, seq);
+    RETURN_IF_ERROR(label.Step().status());
+  }
+  RETURN_IF_ERROR(txn.Commit());
+  CreateResult result{record, true};
+  result.record.version = 1;
+  return result;
+}
+
+absl::StatusOr<JobRecord> SqliteJobStore::Get(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(std::optional<JobRecord> record, GetLocked(name));
+  if (!record.has_value()) {
+    return absl::NotFoundError(absl::StrCat("job '", name, "' not found"));
+  }
+  return *std::move(record);
+}
+
+absl::StatusOr<JobPage> SqliteJobStore::List(const JobQuery& query) {
+  int64_t below_seq = std::numeric_limits<int64_t>::max();
+  if (!query.page_token.empty()) {
+    ASSIGN_OR_RETURN(below_seq, DecodePageToken(query.page_token));
+  }
+  const int page_size = query.page_size > 0 ? query.page_size : 1;
+  std::string sql = absl::StrCat("SELECT ", kRecordColumns, " FROM jobs WHERE seq < ?1");
+  if (query.state != v1::JOB_STATE_UNSPECIFIED) {
+    absl::StrAppend(&sql, " AND state = ?2");
+  }
+  if (!query.label_key.empty()) {
+    absl::StrAppend(&sql,
+                    " AND seq IN (SELECT job_seq FROM job_labels WHERE key = ?3 AND value = ?4)");
+  }
+  // One extra row tells whether another page follows.
+  absl::StrAppend(&sql, " ORDER BY seq DESC LIMIT ?5");
+
+  absl::MutexLock lock(&mu_);
+  Statement stmt(db_, sql);
+  stmt.Bind(1, below_seq);
+  if (query.state != v1::JOB_STATE_UNSPECIFIED) {
+    stmt.Bind(2, query.state);
+  }
+  if (!query.label_key.empty()) {
+    stmt.BindText(3, query.label_key);
+    stmt.BindText(4, query.label_value);
+  }
+  stmt.Bind(5, int64_t{page_size} + 1);
+  JobPage page;
+  int64_t last_seq = 0;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) {
+      break;
+    }
+    if (static_cast<int>(page.jobs.size()) == page_size) {
+      page.next_page_token = EncodePageToken(last_seq);
+      break;
+    }
+    ASSIGN_OR_RETURN(JobRecord record, ReadRecord(stmt, &last_seq));
+    page.jobs.push_back(std::move(record.job));
+  }
+  return page;
+}
+
+absl::Status SqliteJobStore::WriteLocked(const JobRecord& record, int64_t new_version) {
+  Statement update(db_,
+                   "UPDATE jobs SET state = ?1, version = ?2, lease_id = ?3, "
+                   "lease_expire_us = ?4, run_deadline_us = ?5, state_time_us = ?6, "
+                   "stage_time_us = ?7, job = ?8 WHERE name = ?9 AND version = ?10");
+  update.Bind(1, record.job.state());
+  update.Bind(2, new_version);
+  update.BindText(3, record.lease_id);
+  update.BindTime(4, record.leased() ? record.lease_expire_time : absl::InfinitePast());
+  update.BindTime(5, record.leased() ? record.run_deadline : absl::InfinitePast());
+  update.BindTime(6, record.state_time);
+  update.BindTime(7, record.stage_time);
+  update.BindBlob(8, record.job.SerializeAsString());
+  update.BindText(9, record.job.name());
+  update.Bind(10, record.version);
+  RETURN_IF_ERROR(update.Step().status());
+  if (sqlite3_changes(db_) == 1) {
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(std::optional<JobRecord> current, GetLocked(record.job.name()));
+  if (!current.has_value()) {
+    return absl::NotFoundError(absl::StrCat("job '", record.job.name(), "' not found"));
+  }
+  return absl::AbortedError(
+      absl::StrCat("job '", record.job.name(), "' was changed concurrently; retry"));
+}
+
+absl::StatusOr<JobRecord> SqliteJobStore::Update(const JobRecord& record) {
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(WriteLocked(record, record.version + 1));
+  JobRecord stored = record;
+  stored.version = record.version + 1;
+  return stored;
+}
+
+absl::StatusOr<std::optional<JobRecord>> SqliteJobStore::ClaimOldestQueued(
+    const std::function<void(JobRecord&)>& claim) {
+  absl::MutexLock lock(&mu_);
+  Transaction txn(db_);
+  RETURN_IF_ERROR(txn.status());
+  Statement oldest(db_, absl::StrCat("SELECT ", kRecordColumns,
+                                     " FROM jobs WHERE state = ?1 ORDER BY seq LIMIT 1"));
+  oldest.Bind(1, v1::QUEUED);
+  ASSIGN_OR_RETURN(bool row, oldest.Step());
+  if (!row) {
+    return std::nullopt;
+  }
+  ASSIGN_OR_RETURN(JobRecord record, ReadRecord(oldest));
+  claim(record);
+  RETURN_IF_ERROR(WriteLocked(record, record.version + 1));
+  RETURN_IF_ERROR(txn.Commit());
+  record.version += 1;
+  return record;
+}
+
+absl::StatusOr<std::vector<JobRecord>> SqliteJobStore::FindLeasedDueBy(absl::Time t) {
+  absl::MutexLock lock(&mu_);
+  Statement stmt(db_, absl::StrCat("SELECT ", kRecordColumns,
+                                   " FROM jobs WHERE lease_id != '' AND "
+                                   "(lease_expire_us <= ?1 OR run_deadline_us <= ?1) "
+                                   "ORDER BY seq"));
+  stmt.Bind(
+      1, t == absl::InfiniteFuture() ? std::numeric_limits<int64_t>::max() : absl::ToUnixMicros(t));
+  std::vector<JobRecord> due;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) {
+      break;
+    }
+    ASSIGN_OR_RETURN(JobRecord record, ReadRecord(stmt));
+    due.push_back(std::move(record));
+  }
+  return due;
+}
+
+absl::Status SqliteJobStore::Delete(const std::string& name, int64_t version) {
+  absl::MutexLock lock(&mu_);
+  Transaction txn(db_);
+  RETURN_IF_ERROR(txn.status());
+  Statement find(db_, "SELECT seq, version FROM jobs WHERE name = ?1");
+  find.BindText(1, name);
+  ASSIGN_OR_RETURN(bool row, find.Step());
+  if (!row) {
+    return absl::NotFoundError(absl::StrCat("job '", name, "' not found"));
+  }
+  const int64_t seq = find.Int(0);
+  if (find.Int(1) != version) {
+    return absl::AbortedError(absl::StrCat("job '", name, "' was changed concurrently; retry"));
+  }
+  Statement labels(db_, "DELETE FROM job_labels WHERE job_seq = ?1");
+  labels.Bind(1, seq);
+  RETURN_IF_ERROR(labels.Step().status());
+  Statement job(db_, "DELETE FROM jobs WHERE seq = ?1");
+  job.Bind(1, seq);
+  RETURN_IF_ERROR(job.Step().status());
+  return txn.Commit();
+}
+
+absl::StatusOr<std::map<v1::JobState, int64_t>> SqliteJobStore::CountByState() {
+  absl::MutexLock lock(&mu_);
+  Statement stmt(db_, "SELECT state, COUNT(*) FROM jobs GROUP BY state");
+  std::map<v1::JobState, int64_t> counts;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) {
+      break;
+    }
+    counts[static_cast<v1::JobState>(stmt.Int(0))] = stmt.Int(1);
+  }
+  return counts;
+}
+
+}  // namespace ompq
