@@ -37,9 +37,9 @@ done
 export OMPQ_SERVER="127.0.0.1:$(cat "$WORK/port")"
 
 OUT=${OMPQ_DEMO_OUT:-$ROOT/results/demo}
-echo "== ompqctl quantize model.pt --calib calib.pt --size 160KiB --out $OUT"
+echo "== ompqctl quantize model.pt --calib calib.pt --size 192KiB --out $OUT"
 "$ROOT/build/bin/ompqctl" quantize "$MODEL_DIR/model.pt" --calib "$MODEL_DIR/calib.pt" \
-  --size 160KiB --out "$OUT"
+  --size 192KiB --out "$OUT"
 
 echo "== stopping the server (SIGTERM drains and exits 0)"
 kill -TERM "$SERVER_PID"

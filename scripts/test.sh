@@ -6,5 +6,15 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh python3-scipy
 bash scripts/build.sh
 
+# The PostgreSQL job store tests run against a real, throwaway PostgreSQL (Debian's
+# package), stopped on exit. OMPQ_TEST_POSTGRES=off skips them; a given
+# OMPQ_TEST_POSTGRES_URL is used as is.
+if [ "${OMPQ_TEST_POSTGRES:-}" != off ] && [ -z "${OMPQ_TEST_POSTGRES_URL:-}" ]; then
+  PG_DIR=$(mktemp -d /tmp/ompq-pg.XXXXXX)
+  trap 'bash scripts/pg-test-server.sh stop "$PG_DIR" >/dev/null 2>&1 || true; rm -rf "$PG_DIR"' EXIT
+  OMPQ_TEST_POSTGRES_URL=$(bash scripts/pg-test-server.sh start "$PG_DIR")
+  export OMPQ_TEST_POSTGRES_URL
+fi
+
 # LibTorch tests share 2 cores here; run tests two at a time, each bounded in time.
 ctest --test-dir build --output-on-failure -j 2 --timeout 900

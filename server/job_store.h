@@ -1,4 +1,4 @@
-// JobStore: where jobs live. An interface so the embedded SQLite store and a later
+// JobStore: where jobs live. An interface so the embedded SQLite store and the
 // PostgreSQL store (several server replicas) are interchangeable; the same test suite
 // (tests/server/job_store_test.cc) runs against every implementation.
 //
@@ -93,6 +93,13 @@ class JobStore {
 
   /// Number of jobs in each state (states with none are absent).
   virtual absl::StatusOr<std::map<v1::JobState, int64_t>> CountByState() = 0;
+
+  /// For stores shared by several servers: calls `listener(name)` after another store
+  /// instance (another server) changed job `name`, one call at a time from a store thread;
+  /// `name` is empty when changes may have been missed (the feed reconnected): re-check
+  /// everything. nullptr stops the calls; once it returns, none is running. A store
+  /// nobody else can write (SQLite) never calls it.
+  virtual void SetChangeListener(std::function<void(const std::string& name)> /*listener*/) {}
 };
 
 }  // namespace ompq

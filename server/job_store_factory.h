@@ -1,4 +1,5 @@
-// Opens the JobStore named by a --database URL ("sqlite://PATH"; PostgreSQL comes later).
+// Opens the JobStore named by a --database URL: "sqlite://PATH" (one server) or
+// "postgresql://..." (several server replicas on one database).
 #ifndef OMPQ_SERVER_JOB_STORE_FACTORY_H_
 #define OMPQ_SERVER_JOB_STORE_FACTORY_H_
 
@@ -10,9 +11,13 @@
 
 namespace ompq {
 
-/// Opens the store for `url`: "sqlite://PATH" (relative or absolute path). Other schemes
-/// are refused with a message saying what is supported.
+/// Opens the store for `url`: "sqlite://PATH" (relative or absolute path), or
+/// "postgresql://user[:password]@host[:port]/db[?params]" ("postgres://" too). Other
+/// schemes are refused with a message saying what is supported.
 absl::StatusOr<std::unique_ptr<JobStore>> OpenJobStore(const std::string& url);
+
+/// `url` safe to log: any password replaced by ***.
+std::string RedactDatabaseUrl(const std::string& url);
 
 }  // namespace ompq
 

@@ -11,6 +11,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/logging.h"
@@ -55,7 +57,8 @@ ABSL_FLAG(std::string, metrics_listen, kDefaults.metrics_listen,
           "Prometheus /metrics address, host:port; empty turns metrics off");
 ABSL_FLAG(std::string, data_dir, kDefaults.data_dir, "directory for the server's state");
 ABSL_FLAG(std::string, database, "",
-          "job store URL: sqlite://PATH (default sqlite://DATA_DIR/jobs.db)");
+          "job store URL: sqlite://PATH (default sqlite://DATA_DIR/jobs.db), or "
+          "postgresql://USER[:PASSWORD]@HOST:PORT/DB for several server replicas");
 ABSL_FLAG(std::string, blob_dir, "", "blob directory (default DATA_DIR/blobs)");
 ABSL_FLAG(int, workers, kDefaults.workers,
           "local worker processes started and supervised by the server; 0: remote only");
@@ -87,7 +90,16 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "mixed-precision quantization service.\n"
       "With no flags: gRPC on 127.0.0.1:50051, metrics on 127.0.0.1:9464/metrics, state in\n"
-      "./ompq-data, one local worker. Flag names take '-' or '_' (--port-file, --port_file).");
+      "./ompq-data, one local worker.\n"
+      "Flags are listed below with '_'; type them with '-' as documented (--data-dir,\n"
+      "--port-file) or with '_' (--data_dir): both work.");
+  // --help lists the flags of this file (absl looks for a file named like the program).
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_help_flags = [](absl::string_view file) {
+    return absl::EndsWith(file, "server/main.cc");
+  };
+  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage_config);
   std::vector<std::string> storage;
   std::vector<char*> args = NormalizeFlagNames(argc, argv, storage);
   absl::ParseCommandLine(argc, args.data());

@@ -24,6 +24,12 @@ const Histogram::BucketBoundaries& DurationBuckets() {
 
 }  // namespace
 
+const Histogram::BucketBoundaries& Metrics::GrpcHandlingBuckets() {
+  static const auto* buckets = new Histogram::BucketBoundaries{
+      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
+  return *buckets;
+}
+
 Metrics::Metrics()
     : registry_(std::make_shared<prometheus::Registry>()),
       jobs_submitted_(BuildCounter()
@@ -66,7 +72,15 @@ Metrics::Metrics()
       blob_store_bytes_(BuildGauge()
                             .Name("ompq_blob_store_bytes")
                             .Help("Bytes held by the blob store.")
-                            .Register(*registry_)) {
+                            .Register(*registry_)),
+      grpc_handled_(BuildCounter()
+                        .Name("grpc_server_handled_total")
+                        .Help("RPCs completed on the server, by method and status code.")
+                        .Register(*registry_)),
+      grpc_handling_seconds_(BuildHistogram()
+                                 .Name("grpc_server_handling_seconds")
+                                 .Help("Time from an RPC's start to its status, by method.")
+                                 .Register(*registry_)) {
   // Series that exist from the start, so dashboards and rate() see zeros, not gaps.
   jobs_submitted_.Add({});
   leases_expired_.Add({});

@@ -26,8 +26,17 @@ class Metrics {
   Metrics(const Metrics&) = delete;
   Metrics& operator=(const Metrics&) = delete;
 
-  /// The registry, for the /metrics exposer (and later the gRPC interceptor).
+  /// The registry, for the /metrics exposer.
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+
+  /// grpc_server_handled_total{grpc_method,grpc_code}: RPCs completed (the interceptor).
+  prometheus::Family<prometheus::Counter>& grpc_server_handled() { return grpc_handled_; }
+  /// grpc_server_handling_seconds{grpc_method}: time from an RPC's start to its status.
+  prometheus::Family<prometheus::Histogram>& grpc_server_handling_seconds() {
+    return grpc_handling_seconds_;
+  }
+  /// Bucket boundaries of grpc_server_handling_seconds (milliseconds up to long streams).
+  static const prometheus::Histogram::BucketBoundaries& GrpcHandlingBuckets();
 
   /// A job was accepted (not a repeated request_id).
   void JobSubmitted();
@@ -65,6 +74,8 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& blob_bytes_written_;
   prometheus::Family<prometheus::Counter>& blob_bytes_read_;
   prometheus::Family<prometheus::Gauge>& blob_store_bytes_;
+  prometheus::Family<prometheus::Counter>& grpc_handled_;
+  prometheus::Family<prometheus::Histogram>& grpc_handling_seconds_;
 };
 
 }  // namespace ompq

@@ -24,6 +24,7 @@
 #include "common/status_macros.h"
 #include "server/blob_service.h"
 #include "server/blob_store.h"
+#include "server/grpc_metrics_interceptor.h"
 #include "server/job_manager.h"
 #include "server/job_store.h"
 #include "server/job_store_factory.h"
@@ -219,6 +220,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   builder.RegisterService(state->quantization_service.get());
   builder.RegisterService(state->blob_service.get());
   builder.RegisterService(state->worker_service.get());
+  builder.experimental().SetInterceptorCreators(MakeGrpcMetricsInterceptors(state->metrics.get()));
   state->grpc_server = builder.BuildAndStart();
   if (state->grpc_server == nullptr || state->port == 0) {
     return absl::UnavailableError(absl::StrCat(
@@ -252,6 +254,21 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
     state->supervisor = std::make_unique<WorkerSupervisor>(supervisor_options);
     state->supervisor->Start();
   }
+  // With a shared store (PostgreSQL), other replicas' writes are published here too, so
+  // this server's watchers and parked long polls hear of them. Stopped in Shutdown().
+  state->store->SetChangeListener([manager = state->manager.get(),
+                                   dispatcher](const std::string& name) {
+    if (name.empty()) {
+      dispatcher->Wake();  // Changes may have been missed: look for queued jobs.
+      return;
+    }
+    absl::StatusOr<JobRecord> record = manager->GetJob(name);
+    if (record.ok()) {
+      manager->notifier().Publish(*record);
+    } else if (!absl::IsNotFound(record.status())) {
+      OMPQ_LOG(WARNING) << "reading a job another server changed: " << record.status().ToString();
+    }
+  });
   std::unique_ptr<Server> server(new Server(std::move(state)));
   if (!options.port_file.empty()) {
     absl::Status written = WritePortFile(options.port_file, server->port());
@@ -263,7 +280,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
                  << (server->metrics_port() > 0
                          ? absl::StrCat(", metrics on port ", server->metrics_port())
                          : std::string())
-                 << ", " << options.workers << " local worker(s), data in " << options.data_dir;
+                 << ", " << options.workers << " local worker(s), data in " << options.data_dir
+                 << ", jobs in " << RedactDatabaseUrl(options.database);
   return server;
 }
 
@@ -291,6 +309,7 @@ void Server::Shutdown(absl::Duration grace) {
       OMPQ_LOG(INFO) << "requeued " << *requeued << " job(s) of local workers";
     }
   }
+  s.store->SetChangeListener(nullptr);
   s.manager->notifier().Shutdown();
   s.grpc_server->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   {

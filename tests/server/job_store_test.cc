@@ -1,5 +1,6 @@
 // The JobStore contract, written once and run against every store implementation
-// (SQLite now; PostgreSQL joins by adding a factory to INSTANTIATE_TEST_SUITE_P below).
+// (SQLite and PostgreSQL: the factories in INSTANTIATE_TEST_SUITE_P below). The
+// PostgreSQL cases need OMPQ_TEST_POSTGRES_URL (see tests/server/postgres_test_util.h).
 #include "server/job_store.h"
 
 #include <gtest/gtest.h>
@@ -13,20 +14,24 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "server/postgres_job_store.h"
 #include "server/proto_time.h"
 #include "server/sqlite_job_store.h"
+#include "tests/server/postgres_test_util.h"
 #include "tests/server/test_util.h"
 
 namespace ompq {
 namespace {
 
+using ::ompq::testing::PostgresTestSchema;
 using ::ompq::testing::TempDir;
 
-// Opens a store whose state lives in (or is keyed by) `dir`; opening the same `dir` again
-// must reach the same jobs.
+// Opens a store at `location` (a fresh directory for SQLite; for PostgreSQL the URL of a
+// fresh schema); opening the same location again must reach the same jobs.
 struct StoreFactory {
   std::string name;
-  std::function<std::unique_ptr<JobStore>(const std::string& dir)> open;
+  std::function<std::unique_ptr<JobStore>(const std::string& location)> open;
+  bool needs_postgres = false;
 };
 
 // Names the store in test output.
@@ -34,6 +39,12 @@ void PrintTo(const StoreFactory& factory, std::ostream* os) { *os << factory.nam
 
 std::unique_ptr<JobStore> OpenSqlite(const std::string& dir) {
   auto store = SqliteJobStore::Open(dir + "/jobs.db");
+  EXPECT_TRUE(store.ok()) << store.status();
+  return store.ok() ? std::move(store).value() : nullptr;
+}
+
+std::unique_ptr<JobStore> OpenPostgres(const std::string& url) {
+  auto store = PostgresJobStore::Open(url);
   EXPECT_TRUE(store.ok()) << store.status();
   return store.ok() ? std::move(store).value() : nullptr;
 }
@@ -54,7 +65,15 @@ JobRecord NewJob(int n, const std::string& request_id = "") {
 class JobStoreTest : public ::testing::TestWithParam<StoreFactory> {
  protected:
   void SetUp() override {
-    store_ = GetParam().open(dir_.path());
+    location_ = dir_.path();
+    if (GetParam().needs_postgres) {
+      std::string base_url;
+      OMPQ_REQUIRE_TEST_POSTGRES(base_url);
+      schema_ = std::make_unique<PostgresTestSchema>(base_url);
+      ASSERT_EQ(schema_->error(), "");
+      location_ = schema_->url();
+    }
+    store_ = GetParam().open(location_);
     ASSERT_NE(store_, nullptr);
   }
 
@@ -75,6 +94,8 @@ class JobStoreTest : public ::testing::TestWithParam<StoreFactory> {
   }
 
   TempDir dir_;
+  std::unique_ptr<PostgresTestSchema> schema_;  // PostgreSQL only; outlives the store.
+  std::string location_;                        // What the factory opens.
   std::unique_ptr<JobStore> store_;
 };
 
@@ -353,7 +374,7 @@ TEST_P(JobStoreTest, CountByStateCountsEachState) {
 TEST_P(JobStoreTest, JobsSurviveReopening) {
   MustCreate(NewJob(1, "req"));
   store_.reset();
-  store_ = GetParam().open(dir_.path());
+  store_ = GetParam().open(location_);
   ASSERT_NE(store_, nullptr);
   auto got = store_->Get("jobs/test-1");
   ASSERT_TRUE(got.ok()) << got.status();
@@ -364,7 +385,8 @@ TEST_P(JobStoreTest, JobsSurviveReopening) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, JobStoreTest,
-                         ::testing::Values(StoreFactory{"Sqlite", OpenSqlite}),
+                         ::testing::Values(StoreFactory{"Sqlite", OpenSqlite, false},
+                                           StoreFactory{"Postgres", OpenPostgres, true}),
                          [](const ::testing::TestParamInfo<StoreFactory>& info) {
                            return info.param.name;
                          });

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <functional>
 #include <future>
@@ -30,6 +31,7 @@
 #include "server/job_manager.h"
 #include "server/job_notifier.h"
 #include "server/metrics.h"
+#include "tests/server/postgres_test_util.h"
 #include "tests/server/test_util.h"
 
 namespace ompq {
@@ -38,6 +40,7 @@ namespace {
 using ::ompq::testing::FakeClock;
 using ::ompq::testing::FilesUnder;
 using ::ompq::testing::MetricValue;
+using ::ompq::testing::PostgresTestSchema;
 using ::ompq::testing::TempDir;
 
 constexpr int64_t kMaxBlobBytes = 1 << 20;
@@ -659,6 +662,120 @@ TEST_F(ServerTest, PortFileAndMetricsEndpoint) {
   ::close(fd);
   EXPECT_TRUE(absl::StrContains(body, "ompq_jobs_submitted_total")) << body.substr(0, 500);
   EXPECT_TRUE(absl::StrContains(body, "ompq_blob_store_bytes"));
+}
+
+// gRPC server metrics come from one interceptor, for unary and streaming methods alike.
+TEST_F(ServerTest, GrpcMetricsCountEveryCallByMethodAndCode) {
+  const prometheus::Registry& registry = *server_->metrics().registry();
+  const std::string get_job = "/ompq.v1.QuantizationService/GetJob";
+  const std::string watch_job = "/ompq.v1.QuantizationService/WatchJob";
+  // -1: no such series yet.
+  auto handled = [&](const std::string& method, const std::string& code) {
+    return std::max(0.0, MetricValue(registry, "grpc_server_handled_total",
+                                     {{"grpc_method", method}, {"grpc_code", code}}));
+  };
+  const double not_found_before = handled(get_job, "NOT_FOUND");
+  const double ok_before = handled(get_job, "OK");
+  const double timed_before = std::max(
+      0.0, MetricValue(registry, "grpc_server_handling_seconds", {{"grpc_method", get_job}}));
+
+  v1::Job job;
+  EXPECT_EQ(GetJob("jobs/unknown", &job).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(handled(get_job, "NOT_FOUND"), not_found_before + 1);
+  EXPECT_EQ(handled(get_job, "OK"), ok_before);
+  EXPECT_EQ(MetricValue(registry, "grpc_server_handling_seconds", {{"grpc_method", get_job}}),
+            timed_before + 1);
+
+  const v1::Job created = MustCreate(ValidRequest());
+  ASSERT_TRUE(GetJob(created.name(), &job).ok());
+  EXPECT_EQ(handled(get_job, "OK"), ok_before + 1);
+
+  // A server stream is counted once, with the status it ended with.
+  const double watch_before = handled(watch_job, "NOT_FOUND");
+  grpc::ClientContext context;
+  SetDeadline(context);
+  v1::WatchJobRequest watch;
+  watch.set_name("jobs/unknown");
+  auto stream = jobs_->WatchJob(&context, watch);
+  v1::Job update;
+  EXPECT_FALSE(stream->Read(&update));
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(handled(watch_job, "NOT_FOUND"), watch_before + 1);
+}
+
+// Two servers on one PostgreSQL database and one blob directory, as replicas run.
+class ReplicaServerTest : public ServerTest {
+ protected:
+  void SetUp() override {
+    std::string base_url;
+    OMPQ_REQUIRE_TEST_POSTGRES(base_url);
+    schema_ = std::make_unique<PostgresTestSchema>(base_url);
+    ASSERT_EQ(schema_->error(), "");
+    // Server A is the fixture's server_ (and its stubs); B is the other replica.
+    StartServer(ReplicaOptions("a"));
+    auto other = Server::Start(ReplicaOptions("b"));
+    ASSERT_TRUE(other.ok()) << other.status();
+    other_ = std::move(other).value();
+    auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", other_->port()),
+                                       grpc::InsecureChannelCredentials());
+    other_jobs_ = v1::QuantizationService::NewStub(channel);
+  }
+
+  // Both servers stop before their schema is dropped.
+  void TearDown() override {
+    other_.reset();
+    server_.reset();
+  }
+
+  ServerOptions ReplicaOptions(const std::string& name) {
+    ServerOptions options = Options();
+    options.data_dir = absl::StrCat(dir_.path(), "/", name);
+    options.database = schema_->url();
+    options.blob_dir = dir_.path() + "/blobs";
+    return options;
+  }
+
+  std::unique_ptr<PostgresTestSchema> schema_;
+  std::unique_ptr<Server> other_;
+  std::unique_ptr<v1::QuantizationService::Stub> other_jobs_;
+};
+
+TEST_F(ReplicaServerTest, LongPollOnOneServerIsAnsweredByAJobSubmittedToTheOther) {
+  v1::LeaseJobResponse leased;
+  std::thread worker([&] { leased = Lease(absl::Seconds(20)); });
+  // Submit only once the poll is parked on A, so this tests the cross-server wake-up.
+  ASSERT_TRUE(WaitFor([this] { return server_->idle_workers() == 1; }));
+  grpc::ClientContext context;
+  SetDeadline(context);
+  v1::Job created;
+  grpc::Status status = other_jobs_->CreateJob(&context, ValidRequest(), &created);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  worker.join();
+  EXPECT_EQ(leased.job().name(), created.name());
+  EXPECT_EQ(leased.job().state(), v1::RUNNING);
+}
+
+TEST_F(ReplicaServerTest, WatchOnOneServerSeesAChangeMadeOnTheOther) {
+  const v1::Job created = MustCreate(ValidRequest());
+  grpc::ClientContext watch_context;
+  SetDeadline(watch_context, absl::Seconds(60));
+  v1::WatchJobRequest watch;
+  watch.set_name(created.name());
+  auto stream = jobs_->WatchJob(&watch_context, watch);
+  v1::Job update;
+  ASSERT_TRUE(stream->Read(&update));
+  EXPECT_EQ(update.state(), v1::QUEUED);
+
+  grpc::ClientContext cancel_context;
+  SetDeadline(cancel_context);
+  v1::CancelJobRequest cancel;
+  cancel.set_name(created.name());
+  v1::Job cancelled;
+  ASSERT_TRUE(other_jobs_->CancelJob(&cancel_context, cancel, &cancelled).ok());
+  ASSERT_TRUE(stream->Read(&update));
+  EXPECT_EQ(update.state(), v1::CANCELLED);
+  EXPECT_FALSE(stream->Read(&update)) << "the stream ends after a terminal state";
+  EXPECT_TRUE(stream->Finish().ok());
 }
 
 }  // namespace
