@@ -20,15 +20,14 @@ namespace fs = std::filesystem;
 
 absl::Duration TransferTimeout(const TransferLimits& limits, int64_t size_bytes) {
   if (size_bytes < 0) return limits.unknown_size_timeout;
-  return limits.base_timeout +
-         absl::Seconds(static_cast<double>(size_bytes) /
-                       static_cast<double>(limits.min_bytes_per_second));
+  return limits.base_timeout + absl::Seconds(static_cast<double>(size_bytes) /
+                                             static_cast<double>(limits.min_bytes_per_second));
 }
 
 // Returns true when the server lacks `digest`.
 absl::StatusOr<bool> IsMissing(v1::BlobService::StubInterface& stub,
-                               const ConnectionOptions& connection,
-                               const TransferLimits& limits, const std::string& digest) {
+                               const ConnectionOptions& connection, const TransferLimits& limits,
+                               const std::string& digest) {
   grpc::ClientContext context;
   PrepareContext(context, connection, limits.rpc_timeout);
   v1::FindMissingBlobsRequest request;
@@ -45,8 +44,7 @@ absl::StatusOr<bool> IsMissing(v1::BlobService::StubInterface& stub,
 
 absl::StatusOr<UploadResult> UploadFile(v1::BlobService::StubInterface& stub,
                                         const ConnectionOptions& connection,
-                                        const TransferLimits& limits,
-                                        const std::string& path) {
+                                        const TransferLimits& limits, const std::string& path) {
   std::error_code ec;
   if (!fs::is_regular_file(path, ec)) {
     return absl::NotFoundError(
@@ -89,10 +87,9 @@ absl::StatusOr<UploadResult> UploadFile(v1::BlobService::StubInterface& stub,
   return result;
 }
 
-absl::Status DownloadBlob(v1::BlobService::StubInterface& stub,
-                          const ConnectionOptions& connection, const TransferLimits& limits,
-                          const std::string& digest, int64_t size_hint,
-                          const std::string& path) {
+absl::Status DownloadBlob(v1::BlobService::StubInterface& stub, const ConnectionOptions& connection,
+                          const TransferLimits& limits, const std::string& digest,
+                          int64_t size_hint, const std::string& path) {
   const std::string temp_path = absl::StrCat(path, ".part-", getpid());
   std::ofstream out(temp_path, std::ios::binary | std::ios::trunc);
   if (!out) {

@@ -16,16 +16,16 @@ namespace ompq::client {
 /// Deadlines for transfers: `base + size / min_bytes_per_second`, so a big file gets
 /// more time but a stalled transfer still ends.
 struct TransferLimits {
-  absl::Duration rpc_timeout = absl::Seconds(30);   // FindMissingBlobs.
-  absl::Duration base_timeout = absl::Seconds(60);  // Fixed part of a transfer deadline.
-  int64_t min_bytes_per_second = 1 << 20;           // Slowest rate still accepted.
+  absl::Duration rpc_timeout = absl::Seconds(30);           // FindMissingBlobs.
+  absl::Duration base_timeout = absl::Seconds(60);          // Fixed part of a transfer deadline.
+  int64_t min_bytes_per_second = 1 << 20;                   // Slowest rate still accepted.
   absl::Duration unknown_size_timeout = absl::Minutes(10);  // When the size is unknown.
-  int64_t chunk_bytes = 1 << 20;                    // Bytes per streamed message.
+  int64_t chunk_bytes = 1 << 20;                            // Bytes per streamed message.
 };
 
 /// What UploadFile did.
 struct UploadResult {
-  std::string digest;     // "sha256:<hex>" of the file.
+  std::string digest;  // "sha256:<hex>" of the file.
   int64_t size_bytes = 0;
   bool uploaded = false;  // False when the server already had the blob.
 };
@@ -34,16 +34,14 @@ struct UploadResult {
 /// the local file is missing or not a regular file.
 absl::StatusOr<UploadResult> UploadFile(v1::BlobService::StubInterface& stub,
                                         const ConnectionOptions& connection,
-                                        const TransferLimits& limits,
-                                        const std::string& path);
+                                        const TransferLimits& limits, const std::string& path);
 
 /// Downloads blob `digest` to `path`: streamed to a temporary file beside it, checked
 /// against the digest, then renamed, so `path` never holds a partial file.
 /// `size_hint` (bytes, -1 unknown) only sizes the deadline.
-absl::Status DownloadBlob(v1::BlobService::StubInterface& stub,
-                          const ConnectionOptions& connection, const TransferLimits& limits,
-                          const std::string& digest, int64_t size_hint,
-                          const std::string& path);
+absl::Status DownloadBlob(v1::BlobService::StubInterface& stub, const ConnectionOptions& connection,
+                          const TransferLimits& limits, const std::string& digest,
+                          int64_t size_hint, const std::string& path);
 
 }  // namespace ompq::client
 

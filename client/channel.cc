@@ -10,8 +10,7 @@
 
 namespace ompq::client {
 
-absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(
-    const ConnectionOptions& options) {
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ConnectionOptions& options) {
   std::shared_ptr<grpc::ChannelCredentials> credentials;
   if (options.tls_ca.empty()) {
     credentials = grpc::InsecureChannelCredentials();

@@ -17,14 +17,13 @@ namespace ompq::client {
 /// Where the server is and how to authenticate to it.
 struct ConnectionOptions {
   std::string server = "127.0.0.1:50051";  // host:port of ompq-server.
-  std::string token;                        // Bearer token; empty: none sent.
-  std::string tls_ca;                       // PEM file of the CA; empty: plaintext.
+  std::string token;                       // Bearer token; empty: none sent.
+  std::string tls_ca;                      // PEM file of the CA; empty: plaintext.
 };
 
 /// Opens a channel to `options.server`: TLS trusting `tls_ca` when given, else
 /// plaintext. NOT_FOUND when the CA file cannot be read.
-absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(
-    const ConnectionOptions& options);
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ConnectionOptions& options);
 
 /// Sets the deadline `now + timeout` on `context` and adds the token as
 /// "authorization: Bearer <token>" metadata when there is one.

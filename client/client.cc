@@ -60,7 +60,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& opt
   return std::make_unique<Client>(std::move(channel), options);
 }
 
-Client::Client(std::shared_ptr<grpc::ChannelInterface> channel, ClientOptions options)
+Client::Client(const std::shared_ptr<grpc::ChannelInterface>& channel, ClientOptions options)
     : options_(std::move(options)),
       jobs_(v1::QuantizationService::NewStub(channel)),
       blobs_(v1::BlobService::NewStub(channel)) {}
@@ -71,12 +71,10 @@ absl::StatusOr<UploadResult> Client::UploadFile(const std::string& path) {
 
 absl::Status Client::Download(const std::string& digest, int64_t size_hint,
                               const std::string& path) {
-  return DownloadBlob(*blobs_, options_.connection, options_.transfer, digest, size_hint,
-                      path);
+  return DownloadBlob(*blobs_, options_.connection, options_.transfer, digest, size_hint, path);
 }
 
-absl::StatusOr<v1::Job> Client::CreateJob(const v1::JobSpec& spec,
-                                          const std::string& request_id) {
+absl::StatusOr<v1::Job> Client::CreateJob(const v1::JobSpec& spec, const std::string& request_id) {
   grpc::ClientContext context;
   PrepareContext(context, options_.connection, options_.rpc_timeout);
   v1::CreateJobRequest request;
@@ -115,9 +113,8 @@ absl::StatusOr<v1::Job> Client::CancelJob(const std::string& name) {
   return job;
 }
 
-absl::StatusOr<WatchEnd> Client::Watch(
-    const std::string& name, const WatchOptions& options,
-    const std::function<bool(const v1::Job&)>& on_update) {
+absl::StatusOr<WatchEnd> Client::Watch(const std::string& name, const WatchOptions& options,
+                                       const std::function<bool(const v1::Job&)>& on_update) {
   bool ever_connected = false;
   absl::Time last_contact = absl::Now();
   absl::Duration backoff = absl::Milliseconds(200);

@@ -34,9 +34,9 @@ enum class WatchEnd {
 
 /// Bounds of a Watch().
 struct WatchOptions {
-  absl::Time deadline = absl::InfiniteFuture();     // Give up (kTimedOut) at this time.
-  const std::atomic<bool>* stop = nullptr;          // Checked often; set from e.g. SIGINT.
-  absl::Duration stream_lifetime = absl::Minutes(5);  // Each stream's own deadline.
+  absl::Time deadline = absl::InfiniteFuture();         // Give up (kTimedOut) at this time.
+  const std::atomic<bool>* stop = nullptr;              // Checked often; set from e.g. SIGINT.
+  absl::Duration stream_lifetime = absl::Minutes(5);    // Each stream's own deadline.
   absl::Duration reconnect_window = absl::Seconds(60);  // How long to retry a lost server.
 };
 
@@ -50,7 +50,7 @@ class Client {
   static absl::StatusOr<std::unique_ptr<Client>> Connect(const ClientOptions& options);
 
   /// Uses an existing channel (e.g. an in-process one in tests).
-  Client(std::shared_ptr<grpc::ChannelInterface> channel, ClientOptions options);
+  Client(const std::shared_ptr<grpc::ChannelInterface>& channel, ClientOptions options);
 
   const ClientOptions& options() const { return options_; }
 

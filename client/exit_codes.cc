@@ -33,7 +33,7 @@ ExitCode ExitCodeForJob(const v1::Job& job) {
 }
 
 std::string DescribeError(const absl::Status& status, const std::string& server) {
-  const std::string detail(status.message());
+  std::string detail(status.message());
   switch (status.code()) {
     case absl::StatusCode::kUnavailable:
       return absl::StrCat("cannot reach ompq-server at ", server, " (", detail,
@@ -49,16 +49,19 @@ std::string DescribeError(const absl::Status& status, const std::string& server)
       return absl::StrCat("not allowed (", detail,
                           "): use a token whose tenant and role permit this");
     case absl::StatusCode::kResourceExhausted:
-      return absl::StrCat(detail, " (the server's limits were reached: retry later, or "
-                                  "use a smaller file or fewer queued jobs)");
+      return absl::StrCat(detail,
+                          " (the server's limits were reached: retry later, or "
+                          "use a smaller file or fewer queued jobs)");
     case absl::StatusCode::kUnimplemented:
-      return absl::StrCat(detail, " (this server does not support it yet: leave the "
-                                  "option out or upgrade ompq-server)");
+      return absl::StrCat(detail,
+                          " (this server does not support it yet: leave the "
+                          "option out or upgrade ompq-server)");
     case absl::StatusCode::kInternal:
     case absl::StatusCode::kUnknown:
     case absl::StatusCode::kDataLoss:
-      return absl::StrCat(detail, " (an internal error: retry; if it persists, check the "
-                                  "ompq-server log)");
+      return absl::StrCat(detail,
+                          " (an internal error: retry; if it persists, check the "
+                          "ompq-server log)");
     default:
       // INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION...: the message already names
       // the field or file and the fix.

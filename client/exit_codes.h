@@ -11,12 +11,12 @@ namespace ompq::client {
 
 /// Process exit codes of ompqctl.
 enum ExitCode : int {
-  kExitSuccess = 0,       // Done; for job commands the job SUCCEEDED.
-  kExitJobFailed = 1,     // The job FAILED or was CANCELLED (or an unexpected error).
-  kExitUsage = 2,         // Bad usage, or the server refused the input.
-  kExitTimedOut = 3,      // `wait --timeout` passed first.
-  kExitUnreachable = 4,   // Server unreachable, not answering, or refused the credentials.
-  kExitInterrupted = 130, // Ctrl-C while waiting; the job keeps running.
+  kExitSuccess = 0,        // Done; for job commands the job SUCCEEDED.
+  kExitJobFailed = 1,      // The job FAILED or was CANCELLED (or an unexpected error).
+  kExitUsage = 2,          // Bad usage, or the server refused the input.
+  kExitTimedOut = 3,       // `wait --timeout` passed first.
+  kExitUnreachable = 4,    // Server unreachable, not answering, or refused the credentials.
+  kExitInterrupted = 130,  // Ctrl-C while waiting; the job keeps running.
 };
 
 /// Exit code for a failed call or local check (never kExitSuccess for an error).

@@ -24,9 +24,9 @@ absl::StatusOr<int> ParseBits(absl::string_view text, absl::string_view flag) {
   int bits = 0;
   if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &bits) || bits < kMinBits ||
       bits > kMaxBits) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        flag, ": '", text, "' is not a bit-width; use a whole number from ", kMinBits,
-        " to ", kMaxBits));
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": '", text,
+                                                   "' is not a bit-width; use a whole number from ",
+                                                   kMinBits, " to ", kMaxBits));
   }
   return bits;
 }
@@ -67,8 +67,8 @@ absl::StatusOr<int> ParsePinFirstLast(absl::string_view text) {
 absl::StatusOr<v1::LayerPin> ParsePin(absl::string_view text) {
   size_t eq = text.rfind('=');
   if (eq == absl::string_view::npos || eq == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--pin '", text, "': expected NAME_REGEX=BITS, e.g. --pin 'layer1\\..*=4'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--pin '", text, "': expected NAME_REGEX=BITS, e.g. --pin 'layer1\\..*=4'"));
   }
   v1::LayerPin pin;
   pin.set_name_regex(std::string(text.substr(0, eq)));
@@ -91,8 +91,7 @@ absl::StatusOr<v1::FinetuneMode> ParseFinetuneMode(absl::string_view text) {
   if (lower == "none") return v1::NONE;
   if (lower == "ptq") return v1::PTQ;
   if (lower == "qat") return v1::QAT;
-  return absl::InvalidArgumentError(
-      absl::StrCat("--finetune '", text, "': use none, ptq or qat"));
+  return absl::InvalidArgumentError(absl::StrCat("--finetune '", text, "': use none, ptq or qat"));
 }
 
 std::string NormalizeJobName(absl::string_view name) {
@@ -108,8 +107,7 @@ absl::StatusOr<v1::JobState> ParseJobState(absl::string_view text) {
     return state;
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "--state '", text,
-      "': use QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLING or CANCELLED"));
+      "--state '", text, "': use QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLING or CANCELLED"));
 }
 
 absl::StatusOr<JobPlan> BuildJobPlan(const JobFlags& flags) {
@@ -183,25 +181,24 @@ absl::StatusOr<JobPlan> BuildJobPlan(const JobFlags& flags) {
   spec.set_lr(flags.lr);
   spec.set_calib_samples(flags.calib_samples);
   if (flags.search_samples != 0 && flags.search_samples < 2) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--search-samples must be at least 2 (got ", flags.search_samples, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--search-samples must be at least 2 (got ", flags.search_samples, ")"));
   }
   spec.set_search_samples(flags.search_samples);
   spec.set_seed(flags.seed);
   if (!flags.timeout.empty()) {
     auto timeout = ParseDuration(flags.timeout);
     if (!timeout.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--timeout: ", timeout.status().message()));
+      return absl::InvalidArgumentError(absl::StrCat("--timeout: ", timeout.status().message()));
     }
     int64_t millis = absl::ToInt64Milliseconds(*timeout);
     spec.mutable_timeout()->set_seconds(millis / 1000);
     spec.mutable_timeout()->set_nanos(static_cast<int32_t>(millis % 1000) * 1000000);
   }
   if (flags.request_id.size() > kMaxRequestIdLength) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--request-id is ", flags.request_id.size(), " characters; use at most ",
-        kMaxRequestIdLength));
+    return absl::InvalidArgumentError(absl::StrCat("--request-id is ", flags.request_id.size(),
+                                                   " characters; use at most ",
+                                                   kMaxRequestIdLength));
   }
   plan.request_id = flags.request_id;
   for (const std::string& text : flags.labels) {

@@ -16,26 +16,26 @@ namespace ompq::client {
 
 /// Job flags as the user typed them; empty strings and zeros mean "not given".
 struct JobFlags {
-  std::string model;           // Positional: TorchScript archive.
-  std::string calib;           // --calib: calibration inputs (required).
-  std::string eval;            // --eval: labelled data for accuracy.
-  std::string train;           // --train: labelled data for QAT.
-  std::string size;            // --size: model-size budget, e.g. "1.5MiB".
-  std::string bops;            // --bops: BOPs budget, e.g. "75G".
-  std::string weight_bits;     // --weight-bits: "2,3,4".
-  int act_bits = 0;            // --act-bits; 0: server default (8).
-  std::string pin_first_last;  // --pin-first-last: bits or "none".
-  std::vector<std::string> pins;  // --pin NAME_REGEX=B, repeatable.
-  std::string beta;            // --beta: importance temperature.
-  std::string finetune;        // --finetune none|ptq|qat.
-  int iters = 0;               // --iters.
-  int epochs = 0;              // --epochs.
-  double lr = 0;               // --lr.
-  int search_samples = 0;      // --search-samples.
-  int calib_samples = 0;       // --calib-samples.
-  int64_t seed = 0;            // --seed.
-  std::string timeout;         // --timeout: per-job time limit, e.g. "30m".
-  std::string request_id;      // --request-id: idempotency key.
+  std::string model;                // Positional: TorchScript archive.
+  std::string calib;                // --calib: calibration inputs (required).
+  std::string eval;                 // --eval: labelled data for accuracy.
+  std::string train;                // --train: labelled data for QAT.
+  std::string size;                 // --size: model-size budget, e.g. "1.5MiB".
+  std::string bops;                 // --bops: BOPs budget, e.g. "75G".
+  std::string weight_bits;          // --weight-bits: "2,3,4".
+  int act_bits = 0;                 // --act-bits; 0: server default (8).
+  std::string pin_first_last;       // --pin-first-last: bits or "none".
+  std::vector<std::string> pins;    // --pin NAME_REGEX=B, repeatable.
+  std::string beta;                 // --beta: importance temperature.
+  std::string finetune;             // --finetune none|ptq|qat.
+  int iters = 0;                    // --iters.
+  int epochs = 0;                   // --epochs.
+  double lr = 0;                    // --lr.
+  int search_samples = 0;           // --search-samples.
+  int calib_samples = 0;            // --calib-samples.
+  int64_t seed = 0;                 // --seed.
+  std::string timeout;              // --timeout: per-job time limit, e.g. "30m".
+  std::string request_id;           // --request-id: idempotency key.
   std::vector<std::string> labels;  // --label k=v, repeatable.
 };
 

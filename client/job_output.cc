@@ -61,27 +61,26 @@ std::string JobToText(const v1::Job& job) {
     absl::StrAppend(&text, "ended:     ", FormatTimestamp(job.end_time()), "\n");
   }
   if (job.has_error()) {
-    absl::StrAppend(&text, "error:     ", job.error().code(), " ", job.error().reason(),
-                    ": ", job.error().message(), "\n");
+    absl::StrAppend(&text, "error:     ", job.error().code(), " ", job.error().reason(), ": ",
+                    job.error().message(), "\n");
   }
   for (const v1::Artifact& artifact : job.artifacts()) {
-    absl::StrAppend(&text, "artifact:  ", artifact.name(), " (",
-                    FormatBytes(artifact.size_bytes()), ")\n");
+    absl::StrAppend(&text, "artifact:  ", artifact.name(), " (", FormatBytes(artifact.size_bytes()),
+                    ")\n");
   }
   return text;
 }
 
 std::string JobListToText(const std::vector<v1::Job>& jobs) {
   if (jobs.empty()) return "no jobs\n";
-  std::string text = absl::StrFormat("%-28s %-11s %-16s %5s  %-24s %s\n", "NAME", "STATE",
-                                     "STAGE", "PROG", "MODEL", "CREATED");
+  std::string text = absl::StrFormat("%-28s %-11s %-16s %5s  %-24s %s\n", "NAME", "STATE", "STAGE",
+                                     "PROG", "MODEL", "CREATED");
   for (const v1::Job& job : jobs) {
-    std::string stage =
-        job.stage() == v1::STAGE_UNSPECIFIED ? "-" : v1::Stage_Name(job.stage());
-    absl::StrAppend(&text, absl::StrFormat("%-28s %-11s %-16s %4.0f%%  %-24s %s\n",
-                                           job.name(), v1::JobState_Name(job.state()),
-                                           stage, job.progress(), job.spec().display_name(),
-                                           FormatTimestamp(job.create_time())));
+    std::string stage = job.stage() == v1::STAGE_UNSPECIFIED ? "-" : v1::Stage_Name(job.stage());
+    absl::StrAppend(&text,
+                    absl::StrFormat("%-28s %-11s %-16s %4.0f%%  %-24s %s\n", job.name(),
+                                    v1::JobState_Name(job.state()), stage, job.progress(),
+                                    job.spec().display_name(), FormatTimestamp(job.create_time())));
   }
   return text;
 }

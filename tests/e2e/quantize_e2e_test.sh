@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# End-to-end test of the embedded default: a real ompq-server (which supervises its own
+# ompq-worker) on a free loopback port, driven by ompqctl the way users and CI do:
+# quantize with progress, download and summary; submit/wait/download in JSON; bad inputs
+# with their exit codes and reasons; and a SIGTERM drain that exits 0. Then a server
+# with no local workers, where jobs stay queued until a remote ompq-worker connects:
+# wait --timeout (exit 3), Ctrl-C while watching (exit 130), cancel, the remote worker.
+#
+# Usage: quantize_e2e_test.sh BIN_DIR   (ctest passes the build's bin/)
+set -euo pipefail
+
+BIN=$(cd "${1:?usage: quantize_e2e_test.sh BIN_DIR}" && pwd)
+HERE=$(cd "$(dirname "$0")" && pwd)
+PY=/usr/bin/python3  # Debian's python3 with python3-torch, not whatever is first on PATH.
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/ompq-e2e.XXXXXX")
+SERVER_PID=""
+WORKER_PID=""
+
+cleanup() {
+  local rc=$?
+  if [[ -n "$WORKER_PID" ]]; then kill -KILL "$WORKER_PID" 2>/dev/null || true; fi
+  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+  fi
+  if [[ $rc -ne 0 && -f "$WORK/server.log" ]]; then
+    echo "--- last lines of the server log:" >&2
+    tail -n 40 "$WORK/server.log" >&2
+    if [[ -f "$WORK/worker.log" ]]; then
+      echo "--- last lines of the remote worker log:" >&2
+      tail -n 20 "$WORK/worker.log" >&2
+    fi
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+pass() { echo "ok: $*"; }
+
+# run_ctl EXPECTED_EXIT NAME ARGS...: runs ompqctl (bounded in time) with stdout in
+# $WORK/NAME.out and stderr in $WORK/NAME.err, and checks its exit code.
+run_ctl() {
+  local expected=$1 name=$2
+  shift 2
+  local rc=0
+  timeout 300 "$BIN/ompqctl" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" || rc=$?
+  if [[ $rc -ne $expected ]]; then
+    echo "--- stdout:" >&2; cat "$WORK/$name.out" >&2
+    echo "--- stderr:" >&2; cat "$WORK/$name.err" >&2
+    fail "$name: ompqctl $* exited $rc, expected $expected"
+  fi
+}
+
+# json_get FILE EXPR: evaluates a Python expression over the JSON document `d` in FILE;
+# fails when FILE is not exactly one JSON document.
+json_get() {
+  "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
+}
+
+for binary in ompq-server ompq-worker ompqctl; do
+  [[ -x "$BIN/$binary" ]] || fail "$BIN/$binary is not built"
+done
+
+# --- Inputs ----------------------------------------------------------------------------
+timeout 120 "$PY" "$HERE/make_model.py" "$WORK/in" >"$WORK/sizes.json"
+SIZE_2BIT=$(json_get "$WORK/sizes.json" 'd["size_2bit"]')
+SIZE_8BIT=$(json_get "$WORK/sizes.json" 'd["size_8bit"]')
+BUDGET=$(( (SIZE_2BIT + SIZE_8BIT) / 2 ))
+pass "model made; budget $BUDGET bytes (2-bit $SIZE_2BIT, 8-bit $SIZE_8BIT)"
+
+# --- No server yet: unreachable is exit 4 with advice -----------------------------------
+run_ctl 4 unreachable --server 127.0.0.1:1 get jobs/x
+grep -q -- "--server" "$WORK/unreachable.err" || fail "unreachable: no advice in stderr"
+pass "unreachable server: exit 4"
+
+# --- Server ------------------------------------------------------------------------------
+# start_server NAME [FLAGS...]: starts ompq-server on a free port with its state in
+# $WORK/NAME and points ompqctl at it (OMPQ_SERVER).
+start_server() {
+  local name=$1
+  shift
+  "$BIN/ompq-server" --listen 127.0.0.1:0 --port-file "$WORK/$name.port" \
+    --data-dir "$WORK/$name" --metrics-listen 127.0.0.1:0 "$@" >>"$WORK/server.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 300); do
+    [[ -s "$WORK/$name.port" ]] && break
+    kill -0 "$SERVER_PID" 2>/dev/null || fail "ompq-server exited at start"
+    sleep 0.1
+  done
+  [[ -s "$WORK/$name.port" ]] || fail "ompq-server wrote no port file within 30 s"
+  export OMPQ_SERVER="127.0.0.1:$(tr -d '[:space:]' <"$WORK/$name.port")"
+  pass "server '$name' up at $OMPQ_SERVER"
+}
+
+# wait_for_exit PID: waits up to 30 s for PID to exit; returns its exit code.
+wait_for_exit() {
+  for _ in $(seq 300); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$1" 2>/dev/null && fail "process $1 still running 30 s after SIGTERM"
+  wait "$1"
+}
+
+# stop_server: SIGTERM, then the server must drain and exit 0.
+stop_server() {
+  kill -TERM "$SERVER_PID"
+  local rc=0
+  wait_for_exit "$SERVER_PID" || rc=$?
+  SERVER_PID=""
+  [[ $rc -eq 0 ]] || fail "ompq-server exited $rc after SIGTERM"
+}
+
+start_server main
+
+cd "$WORK/in"
+
+# --- The user's path: quantize ------------------------------------------------------------
+run_ctl 0 quantize quantize model.pt --calib calib.pt --size "$BUDGET" --out "$WORK/out"
+"$PY" "$HERE/check_artifacts.py" "$WORK/out" "$BUDGET" || fail "quantize: bad artifacts"
+for text in "conv2" "Size:" "BOPs:" "Objective:" "$WORK/out"; do
+  grep -qF -- "$text" "$WORK/quantize.out" || fail "quantize: summary lacks '$text'"
+done
+# Not a terminal: progress comes as plain lines, one per state/stage change.
+grep -q "^\[RUNNING\]" "$WORK/quantize.err" || fail "quantize: no progress lines on stderr"
+if grep -q $'\r' "$WORK/quantize.err"; then fail "quantize: carriage returns off a TTY"; fi
+pass "quantize: exit 0, artifacts and summary"
+
+run_ctl 0 upload upload model.pt
+grep -q "already on the server" "$WORK/upload.out" || fail "upload: model was sent again"
+pass "upload skips blobs the server has"
+
+# --- The CI path: submit / wait / download in JSON ----------------------------------------
+run_ctl 0 submit submit model.pt --calib calib.pt --size "$BUDGET" --label ci=yes \
+  --output json
+NAME=$(json_get "$WORK/submit.out" 'd["name"]')
+[[ "$NAME" == jobs/* ]] || fail "submit: name '$NAME'"
+for field in name state stage progress attempt; do
+  json_get "$WORK/submit.out" "d['$field']" >/dev/null || fail "submit: JSON lacks $field"
+done
+run_ctl 0 wait wait "$NAME" --timeout 5m --output json
+[[ $(json_get "$WORK/wait.out" 'd["state"]') == SUCCEEDED ]] || fail "wait: not SUCCEEDED"
+[[ $(json_get "$WORK/wait.out" 'int(d["result"]["sizeBytes"]) <= '"$BUDGET") == True ]] ||
+  fail "wait: result over budget"
+[[ $(json_get "$WORK/wait.out" 'sorted(a["name"] for a in d["artifacts"])') == \
+   "['bit_config.json', 'report.html', 'report.json']" ]] || fail "wait: artifacts"
+run_ctl 0 download download "$NAME" --out "$WORK/ci"
+"$PY" "$HERE/check_artifacts.py" "$WORK/ci" "$BUDGET" "$NAME" || fail "download: bad artifacts"
+run_ctl 0 get get "$NAME" --output json
+[[ $(json_get "$WORK/get.out" 'd["attempt"]') -ge 1 ]] || fail "get: attempt"
+run_ctl 0 list list --label ci=yes --output json
+[[ $(json_get "$WORK/list.out" '[j["name"] for j in d["jobs"]]') == "['$NAME']" ]] ||
+  fail "list: expected only $NAME"
+pass "CI path: submit, wait, download, get, list"
+
+# Cancel while running: the worker hears it at its next heartbeat and stops the search.
+run_ctl 0 long submit model.pt --calib big_calib.pt --size "$BUDGET" --search-samples 512 \
+  --output json
+LONG=$(json_get "$WORK/long.out" 'd["name"]')
+for _ in $(seq 300); do
+  run_ctl 0 long_get get "$LONG" --output json
+  [[ $(json_get "$WORK/long_get.out" 'd["state"]') == QUEUED ]] || break
+  sleep 0.1
+done
+cancel_rc=0
+timeout 60 "$BIN/ompqctl" cancel "$LONG" >"$WORK/long_cancel.out" 2>&1 || cancel_rc=$?
+if [[ $cancel_rc -eq 0 ]]; then
+  run_ctl 1 long_wait wait "$LONG" --timeout 2m --output json
+  [[ $(json_get "$WORK/long_wait.out" 'd["error"]["reason"]') == CANCELLED ]] ||
+    fail "cancel of a running job: reason is not CANCELLED"
+  pass "cancel of a running job: CANCELLED, wait exits 1"
+else
+  # A very fast machine may finish the search before the cancel arrives.
+  run_ctl 0 long_wait wait "$LONG" --timeout 2m --output json
+  echo "skip: the long job finished before it could be cancelled"
+fi
+
+# --- Bad inputs ---------------------------------------------------------------------------
+run_ctl 1 not_torchscript quantize state_dict.pt --calib calib.pt --size "$BUDGET" \
+  --out "$WORK/bad" --output json
+[[ $(json_get "$WORK/not_torchscript.out" 'd["state"]') == FAILED ]] || fail "state_dict: state"
+[[ $(json_get "$WORK/not_torchscript.out" 'd["error"]["reason"]') == INVALID_MODEL ]] ||
+  fail "state_dict: reason is not INVALID_MODEL"
+pass "not TorchScript: FAILED INVALID_MODEL, exit 1"
+
+run_ctl 1 infeasible quantize model.pt --calib calib.pt --size 100 --out "$WORK/bad" \
+  --output json
+[[ $(json_get "$WORK/infeasible.out" 'd["error"]["reason"]') == INFEASIBLE_BUDGET ]] ||
+  fail "infeasible: reason is not INFEASIBLE_BUDGET"
+pass "infeasible budget: FAILED INFEASIBLE_BUDGET, exit 1"
+
+run_ctl 2 missing_file quantize nowhere.pt --calib calib.pt --size "$BUDGET"
+grep -q "nowhere.pt" "$WORK/missing_file.err" || fail "missing file: not named"
+run_ctl 2 not_found get jobs/nope
+run_ctl 2 bad_usage quantize model.pt --calib calib.pt
+pass "missing file, unknown job, no budget: exit 2"
+
+# --- Drain ----------------------------------------------------------------------------------
+stop_server
+pass "SIGTERM: server drained and exited 0"
+
+# --- Remote worker: a server with no local workers, so jobs wait until one connects ------
+start_server remote --workers 0
+run_ctl 0 queued submit model.pt --calib calib.pt --size "$BUDGET" --output json
+QUEUED=$(json_get "$WORK/queued.out" 'd["name"]')
+run_ctl 3 wait_timeout wait "$QUEUED" --timeout 1s --output json
+[[ $(json_get "$WORK/wait_timeout.out" 'd["state"]') == QUEUED ]] || fail "wait timeout: state"
+grep -q "wait again with" "$WORK/wait_timeout.err" || fail "wait timeout: no advice"
+pass "wait --timeout on a queued job: exit 3"
+
+# Ctrl-C while watching leaves the job alone and says how to reattach.
+timeout 60 "$BIN/ompqctl" watch "$QUEUED" >"$WORK/watch.out" 2>"$WORK/watch.err" &
+WATCH_PID=$!
+for _ in $(seq 100); do grep -q "^\[QUEUED\]" "$WORK/watch.err" && break; sleep 0.1; done
+kill -INT "$WATCH_PID"
+rc=0
+wait "$WATCH_PID" || rc=$?
+[[ $rc -eq 130 ]] || fail "watch: Ctrl-C exited $rc, expected 130"
+grep -q "keeps running; reattach with: ompqctl watch $QUEUED" "$WORK/watch.err" ||
+  fail "watch: no reattach advice"
+pass "Ctrl-C while watching: exit 130 with reattach advice"
+
+run_ctl 0 cancel_submit submit model.pt --calib calib.pt --size "$BUDGET" --seed 2 \
+  --output json
+DOOMED=$(json_get "$WORK/cancel_submit.out" 'd["name"]')
+run_ctl 0 cancel cancel "$DOOMED"
+run_ctl 1 cancelled wait "$DOOMED" --timeout 30s --output json
+[[ $(json_get "$WORK/cancelled.out" 'd["state"]') == CANCELLED ]] || fail "cancel: state"
+pass "cancel of a queued job: wait exits 1 with CANCELLED"
+
+"$BIN/ompq-worker" --server "$OMPQ_SERVER" --worker-id remote-1 --work-dir "$WORK/remote-1" \
+  --device cpu >"$WORK/worker.log" 2>&1 &
+WORKER_PID=$!
+run_ctl 0 remote_wait wait "$QUEUED" --timeout 5m --output json
+[[ $(json_get "$WORK/remote_wait.out" 'd["state"]') == SUCCEEDED ]] || fail "remote: state"
+run_ctl 0 remote_download download "$QUEUED" --out "$WORK/remote"
+"$PY" "$HERE/check_artifacts.py" "$WORK/remote" "$BUDGET" "$QUEUED" ||
+  fail "remote: bad artifacts"
+kill -TERM "$WORKER_PID"
+rc=0
+wait_for_exit "$WORKER_PID" || rc=$?
+WORKER_PID=""
+[[ $rc -eq 0 ]] || fail "ompq-worker exited $rc after SIGTERM"
+[[ -z "$(ls -A "$WORK/remote-1/jobs" 2>/dev/null)" ]] || fail "worker left job files behind"
+pass "remote ompq-worker ran the queued job and stopped cleanly on SIGTERM"
+stop_server
+echo "PASS"

@@ -1,0 +1,138 @@
+// ompq-worker: pulls quantization jobs from ompq-server (WorkerService) and runs them.
+// Flags live here only; the loop is in worker.h.
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "workers/worker.h"
+
+namespace {
+const ompq::worker::WorkerOptions kDefaults;
+}  // namespace
+
+ABSL_FLAG(std::string, server, "127.0.0.1:50051", "ompq-server address, host:port");
+ABSL_FLAG(std::string, worker_id, "", "Stable worker id (default: <hostname>-<pid>)");
+ABSL_FLAG(std::string, work_dir, "", "Folder for job files (default: /tmp/ompq-worker-<pid>)");
+ABSL_FLAG(std::string, device, kDefaults.device, "Compute device: auto, cpu, cuda or cuda:N");
+ABSL_FLAG(std::string, token, "", "Bearer token of a worker role (default: $OMPQ_TOKEN)");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA file: connect with TLS (default plaintext)");
+ABSL_FLAG(absl::Duration, shutdown_grace, kDefaults.shutdown_grace,
+          "On SIGTERM, time a running job gets to finish before it is given back");
+
+namespace {
+
+std::string DefaultWorkerId() {
+  char host[HOST_NAME_MAX + 1] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0) host[0] = '\0';
+  return absl::StrCat(host[0] != '\0' ? host : "worker", "-", getpid());
+}
+
+// absl flag names are identifiers (--work_dir), but ompq's documented spelling and the
+// server's supervisor use dashes (--work-dir): accept both by rewriting the names.
+std::vector<char*> DashedFlagsToUnderscores(int argc, char** argv,
+                                            std::vector<std::string>& storage) {
+  storage.assign(argv, argv + argc);
+  for (std::string& arg : storage) {
+    if (arg == "--") break;
+    if (!absl::StartsWith(arg, "--")) continue;
+    size_t name_end = std::min(arg.find('='), arg.size());
+    std::replace(arg.begin() + 2, arg.begin() + static_cast<std::ptrdiff_t>(name_end), '-', '_');
+  }
+  std::vector<char*> rewritten;
+  rewritten.reserve(storage.size());
+  for (std::string& arg : storage) rewritten.push_back(arg.data());
+  return rewritten;
+}
+
+// Written to by the signal handler (async-signal-safe), read by the stopper thread.
+int stop_pipe[2] = {-1, -1};
+
+void OnStopSignal(int /*signal*/) {
+  const char byte = 1;
+  // Nothing useful can be done about a failed write inside a handler.
+  [[maybe_unused]] ssize_t written = write(stop_pipe[1], &byte, 1);
+}
+
+bool IsValidDevice(const std::string& device) {
+  return device == "auto" || device == "cpu" || device == "cuda" ||
+         absl::StartsWith(device, "cuda:");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("Runs ompq quantization jobs for an ompq-server.");
+  std::vector<std::string> arg_storage;
+  std::vector<char*> args = DashedFlagsToUnderscores(argc, argv, arg_storage);
+  absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+
+  ompq::worker::WorkerOptions options;
+  options.connection.server = absl::GetFlag(FLAGS_server);
+  options.connection.token = absl::GetFlag(FLAGS_token);
+  if (options.connection.token.empty() && std::getenv("OMPQ_TOKEN") != nullptr) {
+    options.connection.token = std::getenv("OMPQ_TOKEN");
+  }
+  options.connection.tls_ca = absl::GetFlag(FLAGS_tls_ca);
+  options.worker_id = absl::GetFlag(FLAGS_worker_id);
+  if (options.worker_id.empty()) options.worker_id = DefaultWorkerId();
+  options.work_dir = absl::GetFlag(FLAGS_work_dir);
+  if (options.work_dir.empty()) options.work_dir = absl::StrCat("/tmp/ompq-worker-", getpid());
+  options.device = absl::GetFlag(FLAGS_device);
+  options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  if (!IsValidDevice(options.device)) {
+    std::cerr << "ompq-worker: --device '" << options.device
+              << "' is not one of auto, cpu, cuda, cuda:N" << std::endl;
+    return 2;
+  }
+
+  auto worker = ompq::worker::Worker::Create(options);
+  if (!worker.ok()) {
+    std::cerr << "ompq-worker: " << worker.status().message() << std::endl;
+    return 2;
+  }
+  // SIGTERM/SIGINT: finish (or give back) the current job and exit 0. A handler and a
+  // pipe rather than sigwait(): libraries start threads before main() (LibTorch does), so
+  // a signal mask set here would not cover every thread.
+  if (pipe(stop_pipe) != 0) {
+    std::cerr << "ompq-worker: cannot create the signal pipe" << std::endl;
+    return 1;
+  }
+  struct sigaction action = {};
+  action.sa_handler = OnStopSignal;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
+  std::thread([w = worker->get()] {
+    char byte = 0;
+    while (read(stop_pipe[0], &byte, 1) < 0 && errno == EINTR) {
+    }
+    w->Stop();
+  }).detach();
+
+  absl::Status status = (*worker)->Run();
+  // Job folders are removed after each job; drop the then-empty work folders too
+  // (remove() leaves anything non-empty alone).
+  std::error_code ignored;
+  std::filesystem::remove(std::filesystem::path(options.work_dir) / "jobs", ignored);
+  std::filesystem::remove(options.work_dir, ignored);
+  if (!status.ok()) {
+    std::cerr << "ompq-worker: " << status.message() << std::endl;
+    return 1;
+  }
+  return 0;
+}

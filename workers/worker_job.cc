@@ -1,0 +1,278 @@
+#include "workers/worker_job.h"
+
+#include <exception>
+#include <filesystem>
+#include <optional>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "client/blob_transfer.h"
+#include "common/grpc_status.h"
+#include "common/job_error.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "google/protobuf/util/time_util.h"
+#include "workers/engine/search.h"
+#include "workers/worker_heartbeat.h"
+#include "workers/worker_mapping.h"
+
+namespace ompq::worker {
+namespace {
+
+namespace fs = std::filesystem;
+
+absl::Duration FromProto(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
+// The model's local file name: the user's own (display_name) when it is a plain file
+// name, so engine messages such as "'x.pt' is not a TorchScript archive" name their file.
+std::string ModelFileName(const v1::JobSpec& spec) {
+  const std::string& name = spec.display_name();
+  bool plain = !name.empty() && name.size() <= 200 && name != "." && name != ".." &&
+               name != "calib.data" && name.find_first_of("/\\") == std::string::npos;
+  return plain ? name : "model.pt";
+}
+
+// Transport failures may pass on another attempt; everything else is the job's own.
+bool IsRetryable(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kUnavailable ||
+         status.code() == absl::StatusCode::kAborted;
+}
+
+class LeasedJob {
+ public:
+  LeasedJob(const JobEnvironment& env, const v1::LeaseJobResponse& lease)
+      : env_(env),
+        options_(*env.options),
+        job_(lease.job()),
+        lease_id_(lease.lease_id()),
+        heartbeat_(*env.workers, options_.connection, options_.worker_id, lease.lease_id(),
+                   lease.job().name(), FromProto(lease.lease_duration()), options_.heartbeat),
+        progress_(JobProgress::SearchStages()),
+        dir_(fs::path(options_.work_dir) / "jobs" /
+             std::string(absl::StripPrefix(lease.job().name(), "jobs/"))),
+        model_path_(dir_ / ModelFileName(lease.job().spec())),
+        calib_path_(dir_ / "calib.data") {
+    if (job_.spec().has_timeout()) deadline_ = started_ + FromProto(job_.spec().timeout());
+  }
+
+  void Run() {
+    OMPQ_LOG(INFO) << "[" << options_.worker_id << "] " << job_.name() << ": started (attempt "
+                   << job_.attempt() << ")";
+    ReportProgress(v1::FETCHING_INPUTS, 0, "fetching inputs");
+    heartbeat_.Start();
+    std::vector<v1::Artifact> artifacts;
+    v1::JobResult result;
+    absl::Status status = FetchInputs();
+    std::optional<nlohmann::json> report;
+    if (status.ok()) {
+      auto searched = Search();
+      status = searched.status();
+      if (searched.ok()) report = std::move(*searched);
+    }
+    if (status.ok()) status = Export(*report, result, artifacts);
+    heartbeat_.Stop();
+    if (heartbeat_.lease_lost()) {
+      OMPQ_LOG(WARNING) << "[" << options_.worker_id << "] " << job_.name()
+                        << ": lease lost; another attempt owns the job";
+    } else {
+      Complete(status, result, artifacts);
+    }
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+ private:
+  // True once the job must stop early: cancelled, timed out, lease lost or abandoned.
+  bool ShouldStop() const {
+    return heartbeat_.cancel_requested() || heartbeat_.lease_lost() || absl::Now() >= deadline_ ||
+           env_.abandon();
+  }
+
+  // Why the job stopped early, as the error to complete it with; OK when it did not.
+  std::pair<absl::Status, bool> StopReason() const {
+    if (heartbeat_.cancel_requested()) {
+      return {JobFailure(absl::StatusCode::kCancelled, reason::kCancelled, "cancelled on request"),
+              false};
+    }
+    if (absl::Now() >= deadline_) {
+      return {JobFailure(absl::StatusCode::kDeadlineExceeded, reason::kDeadlineExceeded,
+                         absl::StrCat("the job ran longer than its time limit of ",
+                                      absl::FormatDuration(FromProto(job_.spec().timeout())),
+                                      "; raise --timeout or use a smaller search")),
+              false};
+    }
+    if (env_.abandon()) {
+      return {JobFailure(absl::StatusCode::kUnavailable, reason::kWorkerLost,
+                         absl::StrCat("worker ", options_.worker_id,
+                                      " shut down before the job finished; it is retried")),
+              true};
+    }
+    return {absl::OkStatus(), false};
+  }
+
+  void ReportProgress(v1::Stage stage, double fraction, std::string message) {
+    absl::Time now = absl::Now();
+    if (stage != stage_) {
+      stage_ = stage;
+      stage_started_ = now;
+    }
+    ProgressReport report;
+    report.stage = stage;
+    report.percent = progress_.Percent(stage, fraction);
+    // Linear extrapolation within the stage; too noisy to show before 5%.
+    if (fraction >= 0.05 && fraction < 1) {
+      report.eta_seconds = absl::ToDoubleSeconds(now - stage_started_) * (1 - fraction) / fraction;
+    }
+    report.message = std::move(message);
+    heartbeat_.Report(std::move(report));
+  }
+
+  absl::Status FetchInputs() {
+    std::error_code ec;
+    fs::create_directories(dir_, ec);
+    if (ec) {
+      return absl::InternalError(absl::StrCat("cannot create ", dir_.string(), ": ", ec.message()));
+    }
+    // The engine recognises files by their bytes, so the names only need to be unique.
+    // Eval and train data are not used by the search yet, so they are not fetched.
+    const std::vector<std::pair<std::string, fs::path>> inputs = {
+        {job_.spec().model_digest(), model_path_}, {job_.spec().calib_digest(), calib_path_}};
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      if (ShouldStop()) return StopReason().first;
+      ReportProgress(v1::FETCHING_INPUTS, static_cast<double>(i) / inputs.size(),
+                     absl::StrCat("fetching ", inputs[i].second.filename().string()));
+      RETURN_IF_ERROR(client::DownloadBlob(*env_.blobs, options_.connection, options_.transfer,
+                                           inputs[i].first, -1, inputs[i].second.string()));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<nlohmann::json> Search() {
+    engine::SearchOptions search =
+        ToSearchOptions(job_.spec(), model_path_.string(), calib_path_.string(), options_.device);
+    auto on_progress = [this](engine::Stage stage, double fraction, const std::string& message) {
+      ReportProgress(ToProtoStage(stage), fraction, message);
+      return !ShouldStop();
+    };
+    absl::StatusOr<engine::SearchResult> searched;
+    try {
+      searched = engine::RunSearch(search, on_progress);
+    } catch (const std::exception& e) {
+      // The engine reports errors as Status; this only guards the worker against a bug.
+      searched = absl::InternalError(absl::StrCat("search failed: ", e.what()));
+    }
+    if (!searched.ok()) return searched.status();
+    return std::move(searched->report);
+  }
+
+  absl::Status Export(nlohmann::json& report, v1::JobResult& result,
+                      std::vector<v1::Artifact>& artifacts) {
+    ReportProgress(v1::EXPORTING, 0, "writing artifacts");
+    report["job"] = job_.name();
+    if (!report["model"].is_object()) report["model"] = nlohmann::json::object();
+    report["model"]["digest"] = job_.spec().model_digest();
+    nlohmann::json& timings = report["timings_seconds"];
+    if (!timings.is_object()) timings = nlohmann::json::object();
+    // Stages that did not run this job take no time.
+    for (const char* stage : {"finetune", "evaluate"}) {
+      if (!timings.contains(stage)) timings[stage] = 0.0;
+    }
+    const fs::path out_dir = dir_ / "artifacts";
+    absl::Time export_start = absl::Now();
+    RETURN_IF_ERROR(engine::WriteArtifacts(report, out_dir.string()).status());
+    // Written twice so report.json records the export time it measures; the files are
+    // small and the second write is as quick as the first.
+    timings["export"] = absl::ToDoubleSeconds(absl::Now() - export_start);
+    timings["total"] = absl::ToDoubleSeconds(absl::Now() - started_);
+    ASSIGN_OR_RETURN(std::vector<std::string> files,
+                     engine::WriteArtifacts(report, out_dir.string()));
+    ASSIGN_OR_RETURN(result, ToJobResult(report));
+
+    for (size_t i = 0; i < files.size(); ++i) {
+      if (ShouldStop()) return StopReason().first;
+      ReportProgress(v1::EXPORTING, 0.1 + 0.9 * static_cast<double>(i) / files.size(),
+                     absl::StrCat("uploading ", files[i]));
+      ASSIGN_OR_RETURN(client::UploadResult uploaded,
+                       client::UploadFile(*env_.blobs, options_.connection, options_.transfer,
+                                          (out_dir / files[i]).string()));
+      v1::Artifact* artifact = &artifacts.emplace_back();
+      artifact->set_name(files[i]);
+      artifact->set_digest(uploaded.digest);
+      artifact->set_size_bytes(uploaded.size_bytes);
+    }
+    ReportProgress(v1::EXPORTING, 1, "done");
+    return absl::OkStatus();
+  }
+
+  void Complete(const absl::Status& status, const v1::JobResult& result,
+                const std::vector<v1::Artifact>& artifacts) {
+    v1::CompleteJobRequest request;
+    request.set_lease_id(lease_id_);
+    request.set_job(job_.name());
+    if (status.ok()) {
+      *request.mutable_result() = result;
+      for (const v1::Artifact& artifact : artifacts) *request.add_artifacts() = artifact;
+    } else {
+      // An early stop explains the failure better than the engine's CANCELLED.
+      auto [stop_status, stop_retryable] = StopReason();
+      const absl::Status& failure = stop_status.ok() ? status : stop_status;
+      v1::JobError* error = request.mutable_error();
+      error->set_code(StatusCodeName(failure.code()));
+      error->set_reason(ReasonOf(failure));
+      error->set_message(std::string(failure.message()));
+      request.set_retryable(stop_status.ok() ? IsRetryable(status) : stop_retryable);
+      OMPQ_LOG(WARNING) << "[" << options_.worker_id << "] " << job_.name()
+                        << ": failed: " << error->reason() << ": " << error->message();
+    }
+    // The result is worth a few retries while the server restarts; the lease outlives
+    // them, and a stale completion is refused (ABORTED) without harm.
+    absl::Duration backoff = options_.initial_backoff;
+    for (int attempt = 1;; ++attempt) {
+      grpc::ClientContext context;
+      client::PrepareContext(context, options_.connection, options_.rpc_timeout);
+      v1::CompleteJobResponse response;
+      grpc::Status sent = env_.workers->CompleteJob(&context, request, &response);
+      if (sent.ok()) {
+        OMPQ_LOG(INFO) << "[" << options_.worker_id << "] " << job_.name() << ": completed as "
+                       << v1::JobState_Name(response.job().state());
+        return;
+      }
+      if (sent.error_code() != grpc::StatusCode::UNAVAILABLE || attempt >= 5) {
+        OMPQ_LOG(WARNING) << "[" << options_.worker_id << "] " << job_.name()
+                          << ": CompleteJob failed: " << sent.error_message();
+        return;
+      }
+      absl::SleepFor(backoff);
+      backoff = std::min(backoff * 2, options_.max_backoff);
+    }
+  }
+
+  const JobEnvironment& env_;
+  const WorkerOptions& options_;
+  const v1::Job job_;
+  const std::string lease_id_;
+  Heartbeat heartbeat_;
+  JobProgress progress_;
+
+  const fs::path dir_;         // work_dir/jobs/<id>: inputs and artifacts, removed after.
+  const fs::path model_path_;  // Downloaded model.
+  const fs::path calib_path_;  // Downloaded calibration data.
+
+  const absl::Time started_ = absl::Now();
+  absl::Time deadline_ = absl::InfiniteFuture();  // The job's own time limit.
+  v1::Stage stage_ = v1::STAGE_UNSPECIFIED;
+  absl::Time stage_started_ = absl::Now();
+};
+
+}  // namespace
+
+void RunLeasedJob(const JobEnvironment& env, const v1::LeaseJobResponse& lease) {
+  LeasedJob(env, lease).Run();
+}
+
+}  // namespace ompq::worker

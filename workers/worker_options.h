@@ -1,0 +1,31 @@
+// Settings of an ompq-worker process; main.cc fills them from flags.
+#ifndef OMPQ_WORKERS_WORKER_OPTIONS_H_
+#define OMPQ_WORKERS_WORKER_OPTIONS_H_
+
+#include <string>
+
+#include "absl/time/time.h"
+#include "client/blob_transfer.h"
+#include "client/channel.h"
+#include "workers/worker_heartbeat.h"
+
+namespace ompq::worker {
+
+/// Everything a Worker needs; defaults suit a local child of ompq-server.
+struct WorkerOptions {
+  client::ConnectionOptions connection;                      // Server address, token, TLS CA.
+  std::string worker_id;                                     // Stable id shown in jobs; required.
+  std::string work_dir;                                      // Jobs run in work_dir/jobs/<id>/.
+  std::string device = "auto";                               // auto, cpu, cuda or cuda:N.
+  absl::Duration lease_wait = absl::Seconds(20);             // Long-poll wait of LeaseJob.
+  absl::Duration rpc_timeout = absl::Seconds(30);            // Deadline of unary calls (plus wait).
+  absl::Duration initial_backoff = absl::Milliseconds(500);  // First retry while away.
+  absl::Duration max_backoff = absl::Seconds(10);            // Longest pause between retries.
+  absl::Duration shutdown_grace = absl::Seconds(5);          // SIGTERM: time to finish the job.
+  HeartbeatOptions heartbeat;                                // Heartbeat cadence and deadline.
+  client::TransferLimits transfer;                           // Blob download/upload deadlines.
+};
+
+}  // namespace ompq::worker
+
+#endif  // OMPQ_WORKERS_WORKER_OPTIONS_H_
