@@ -33,8 +33,9 @@ absl::Status CheckDigest(const std::string& digest, absl::string_view field) {
 class WriteReactor final : public grpc::ServerReadReactor<v1::WriteBlobRequest> {
  public:
   WriteReactor(BlobStore* store, Metrics* metrics, ThreadPool* io, int64_t max_blob_bytes,
-               v1::WriteBlobResponse* response)
-      : store_(store),
+               Principal caller, v1::WriteBlobResponse* response)
+      : caller_(std::move(caller)),
+        store_(store),
         metrics_(metrics),
         io_(io),
         max_blob_bytes_(max_blob_bytes),
@@ -95,7 +96,9 @@ class WriteReactor final : public grpc::ServerReadReactor<v1::WriteBlobRequest> 
           max_blob_bytes_, " bytes (", FormatBytes(max_blob_bytes_),
           "); use a smaller file or raise the server's --max-blob-bytes"));
     }
-    if (store_->Exists(digest_)) {
+    // A tenant that does not own a stored blob must send the bytes, verified like a new
+    // upload: knowing a digest must not grant another tenant's blob.
+    if (caller_.all_blobs ? store_->Exists(digest_) : store_->IsOwner(digest_, caller_.tenant)) {
       return absl::OkStatus();  // writer_ stays null: discard.
     }
     auto writer = store_->StartWrite(digest_, size_);
@@ -130,10 +133,17 @@ class WriteReactor final : public grpc::ServerReadReactor<v1::WriteBlobRequest> 
       metrics_->BlobBytesWritten(size_);
       metrics_->SetBlobStoreBytes(store_->TotalBytes());
     }
+    if (!caller_.all_blobs) {
+      absl::Status owned = store_->AddOwner(digest_, caller_.tenant);
+      if (!owned.ok()) {
+        return Finish(ToGrpcStatus(owned));
+      }
+    }
     response_->set_already_existed(!*stored);
     Finish(grpc::Status::OK);
   }
 
+  const Principal caller_;
   BlobStore* const store_;
   Metrics* const metrics_;
   ThreadPool* const io_;
@@ -151,14 +161,19 @@ class WriteReactor final : public grpc::ServerReadReactor<v1::WriteBlobRequest> 
 class ReadReactor final : public grpc::ServerWriteReactor<v1::ReadBlobResponse> {
  public:
   ReadReactor(const BlobStore* store, Metrics* metrics, ThreadPool* io,
-              const v1::ReadBlobRequest& request)
+              const v1::ReadBlobRequest& request, const Principal& caller)
       : metrics_(metrics), io_(io) {
     absl::Status valid = CheckDigest(request.digest(), "digest");
     if (!valid.ok()) {
       Finish(ToGrpcStatus(valid));
       return;
     }
-    io_->Schedule([this, store, digest = request.digest()] {
+    io_->Schedule([this, store, caller, digest = request.digest()] {
+      if (!caller.all_blobs && !store->IsOwner(digest, caller.tenant)) {
+        // The same answer as a missing blob: another tenant's blobs do not exist for it.
+        return Finish(ToGrpcStatus(absl::NotFoundError(
+            absl::StrCat("blob ", digest, " not found: upload it with BlobService.Write"))));
+      }
       auto reader = store->OpenForRead(digest);
       if (!reader.ok()) {
         return Finish(ToGrpcStatus(reader.status()));
@@ -199,13 +214,21 @@ class ReadReactor final : public grpc::ServerWriteReactor<v1::ReadBlobResponse> 
 }  // namespace
 
 BlobServiceImpl::BlobServiceImpl(BlobStore* store, Metrics* metrics, ThreadPool* io,
-                                 int64_t max_blob_bytes)
-    : store_(store), metrics_(metrics), io_(io), max_blob_bytes_(max_blob_bytes) {}
+                                 int64_t max_blob_bytes, const Authenticator* auth)
+    : store_(store), metrics_(metrics), io_(io), max_blob_bytes_(max_blob_bytes), auth_(auth) {}
+
+// Clients (role client) see only the blobs their tenant uploaded or its jobs produced
+// (BlobStore::AddOwner); workers and callers of an open server see every blob.
 
 grpc::ServerUnaryReactor* BlobServiceImpl::FindMissingBlobs(
     grpc::CallbackServerContext* context, const v1::FindMissingBlobsRequest* request,
     v1::FindMissingBlobsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<Principal> caller = auth_->Authenticate(*context, std::nullopt);
+  if (!caller.ok()) {
+    reactor->Finish(ToGrpcStatus(caller.status()));
+    return reactor;
+  }
   if (request->digests_size() > kMaxDigestsPerQuery) {
     reactor->Finish(ToGrpcStatus(absl::InvalidArgumentError(
         absl::StrCat("digests: at most ", kMaxDigestsPerQuery, " per call, got ",
@@ -221,7 +244,7 @@ grpc::ServerUnaryReactor* BlobServiceImpl::FindMissingBlobs(
   }
   // A stat() per digest: cheap enough to answer inline.
   for (const std::string& digest : request->digests()) {
-    if (!store_->Exists(digest)) {
+    if (caller->all_blobs ? !store_->Exists(digest) : !store_->IsOwner(digest, caller->tenant)) {
       response->add_missing_digests(digest);
     }
   }
@@ -230,13 +253,21 @@ grpc::ServerUnaryReactor* BlobServiceImpl::FindMissingBlobs(
 }
 
 grpc::ServerReadReactor<v1::WriteBlobRequest>* BlobServiceImpl::Write(
-    grpc::CallbackServerContext* /*context*/, v1::WriteBlobResponse* response) {
-  return new WriteReactor(store_, metrics_, io_, max_blob_bytes_, response);
+    grpc::CallbackServerContext* context, v1::WriteBlobResponse* response) {
+  absl::StatusOr<Principal> caller = auth_->Authenticate(*context, std::nullopt);
+  if (!caller.ok()) {
+    return new RejectedReadReactor<v1::WriteBlobRequest>(ToGrpcStatus(caller.status()));
+  }
+  return new WriteReactor(store_, metrics_, io_, max_blob_bytes_, *std::move(caller), response);
 }
 
 grpc::ServerWriteReactor<v1::ReadBlobResponse>* BlobServiceImpl::Read(
-    grpc::CallbackServerContext* /*context*/, const v1::ReadBlobRequest* request) {
-  return new ReadReactor(store_, metrics_, io_, *request);
+    grpc::CallbackServerContext* context, const v1::ReadBlobRequest* request) {
+  absl::StatusOr<Principal> caller = auth_->Authenticate(*context, std::nullopt);
+  if (!caller.ok()) {
+    return new RejectedWriteReactor<v1::ReadBlobResponse>(ToGrpcStatus(caller.status()));
+  }
+  return new ReadReactor(store_, metrics_, io_, *request, *caller);
 }
 
 }  // namespace ompq

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "ompq/v1/blob_service.grpc.pb.h"
+#include "server/auth.h"
 #include "server/blob_store.h"
 #include "server/metrics.h"
 #include "server/thread_pool.h"
@@ -17,7 +18,8 @@ class BlobServiceImpl final : public v1::BlobService::CallbackService {
  public:
   /// Pointers must outlive the service. Uploads declaring more than `max_blob_bytes` are
   /// refused with RESOURCE_EXHAUSTED.
-  BlobServiceImpl(BlobStore* store, Metrics* metrics, ThreadPool* io, int64_t max_blob_bytes);
+  BlobServiceImpl(BlobStore* store, Metrics* metrics, ThreadPool* io, int64_t max_blob_bytes,
+                  const Authenticator* auth);
 
   grpc::ServerUnaryReactor* FindMissingBlobs(grpc::CallbackServerContext* context,
                                              const v1::FindMissingBlobsRequest* request,
@@ -32,6 +34,7 @@ class BlobServiceImpl final : public v1::BlobService::CallbackService {
   Metrics* const metrics_;
   ThreadPool* const io_;
   const int64_t max_blob_bytes_;
+  const Authenticator* const auth_;
 };
 
 }  // namespace ompq

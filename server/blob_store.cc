@@ -235,6 +235,34 @@ absl::StatusOr<int64_t> BlobStore::Size(absl::string_view digest) const {
   return static_cast<int64_t>(st.st_size);
 }
 
+// ---- Ownership (tenants see only the blobs they uploaded) ----
+
+std::string BlobStore::OwnerPathOf(absl::string_view digest, absl::string_view tenant) const {
+  return absl::StrCat(dir_, "/owners/", tenant, "/", HexOf(digest));
+}
+
+absl::Status BlobStore::AddOwner(absl::string_view digest, absl::string_view tenant) const {
+  const std::string path = OwnerPathOf(digest, tenant);
+  std::error_code ec;
+  fs::create_directories(fs::path(path).parent_path(), ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("blob store: cannot create the owners directory of '", path,
+                     "': ", ec.message()));
+  }
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return ErrnoError("create", path);
+  }
+  ::close(fd);
+  return absl::OkStatus();
+}
+
+bool BlobStore::IsOwner(absl::string_view digest, absl::string_view tenant) const {
+  struct stat st;
+  return Exists(digest) && ::stat(OwnerPathOf(digest, tenant).c_str(), &st) == 0;
+}
+
 absl::StatusOr<std::unique_ptr<BlobWriter>> BlobStore::StartWrite(absl::string_view digest,
                                                                   int64_t size_bytes) {
   const std::string dir = fs::path(PathOf(digest)).parent_path().string();

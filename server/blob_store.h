@@ -85,11 +85,20 @@ class BlobStore {
                                                          int64_t size_bytes);
   /// Opens a stored blob; NOT_FOUND naming the digest when absent.
   absl::StatusOr<std::unique_ptr<BlobReader>> OpenForRead(absl::string_view digest) const;
+  /// Records that `tenant` may read and reference the blob: it uploaded the bytes, or a
+  /// job of its produced them. An empty marker file, DIR/owners/<tenant>/<hex>, so replicas
+  /// sharing the directory share the records. `tenant` must be a valid tenant name
+  /// (letters, digits, '.', '_', '-'; see auth.h). Idempotent.
+  absl::Status AddOwner(absl::string_view digest, absl::string_view tenant) const;
+  /// True when AddOwner(digest, tenant) was recorded and the blob is stored.
+  bool IsOwner(absl::string_view digest, absl::string_view tenant) const;
   /// Bytes of all blobs stored through or found by this process.
   int64_t TotalBytes() const { return total_bytes_.load(); }
 
   /// The file a blob lives in.
   std::string PathOf(absl::string_view digest) const;
+  /// The marker file recording that `tenant` owns the blob.
+  std::string OwnerPathOf(absl::string_view digest, absl::string_view tenant) const;
 
  private:
   friend class BlobWriter;

@@ -87,6 +87,15 @@ void Requeue(JobRecord& record, absl::Time now, const std::string& why) {
   record.job.set_message(why);
 }
 
+// Another tenant's job answers exactly like a missing one (no existence leak). An empty
+// `tenant` is the server itself, which sees every job.
+absl::Status CheckTenant(const JobRecord& record, const std::string& tenant) {
+  if (tenant.empty() || record.tenant == tenant) {
+    return absl::OkStatus();
+  }
+  return absl::NotFoundError(absl::StrCat("job '", record.job.name(), "' not found"));
+}
+
 absl::Status CheckLease(const JobRecord& record, const std::string& lease_id) {
   if (record.leased() && record.lease_id == lease_id) {
     return absl::OkStatus();
@@ -173,9 +182,11 @@ void JobManager::AfterWrite(const JobRecord& before, const JobRecord& after, abs
   notifier_.Publish(after);
 }
 
-absl::Status JobManager::CheckBlobExists(const std::string& digest,
-                                         const std::string& field) const {
-  if (digest.empty() || blobs_->Exists(digest)) {
+absl::Status JobManager::CheckBlobExists(const std::string& digest, const std::string& field,
+                                         const std::string& tenant) const {
+  // Another tenant's blob gets the same answer as a missing one.
+  if (digest.empty() ||
+      (options_.per_tenant_blobs ? blobs_->IsOwner(digest, tenant) : blobs_->Exists(digest))) {
     return absl::OkStatus();
   }
   return absl::FailedPreconditionError(absl::StrCat(
@@ -183,14 +194,15 @@ absl::Status JobManager::CheckBlobExists(const std::string& digest,
       " is not on the server; upload it first (BlobService.Write, or ompqctl upload)"));
 }
 
-absl::StatusOr<v1::Job> JobManager::CreateJob(const v1::CreateJobRequest& request) {
+absl::StatusOr<v1::Job> JobManager::CreateJob(const v1::CreateJobRequest& request,
+                                              const std::string& tenant) {
   RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
   v1::JobSpec spec = request.spec();
   RETURN_IF_ERROR(ValidateAndFillSpec(&spec));
-  RETURN_IF_ERROR(CheckBlobExists(spec.model_digest(), "spec.model_digest"));
-  RETURN_IF_ERROR(CheckBlobExists(spec.calib_digest(), "spec.calib_digest"));
-  RETURN_IF_ERROR(CheckBlobExists(spec.eval_digest(), "spec.eval_digest"));
-  RETURN_IF_ERROR(CheckBlobExists(spec.train_digest(), "spec.train_digest"));
+  RETURN_IF_ERROR(CheckBlobExists(spec.model_digest(), "spec.model_digest", tenant));
+  RETURN_IF_ERROR(CheckBlobExists(spec.calib_digest(), "spec.calib_digest", tenant));
+  RETURN_IF_ERROR(CheckBlobExists(spec.eval_digest(), "spec.eval_digest", tenant));
+  RETURN_IF_ERROR(CheckBlobExists(spec.train_digest(), "spec.train_digest", tenant));
 
   const absl::Time now = clock_->Now();
   JobRecord record;
@@ -201,6 +213,7 @@ absl::StatusOr<v1::Job> JobManager::CreateJob(const v1::CreateJobRequest& reques
   *record.job.mutable_create_time() = ToProtoTimestamp(now);
   *record.job.mutable_update_time() = ToProtoTimestamp(now);
   record.state_time = now;
+  record.tenant = tenant;
   ASSIGN_OR_RETURN(CreateResult result, store_->Create(record, options_.max_queued_jobs));
   if (result.created) {
     metrics_->JobSubmitted();
@@ -209,12 +222,15 @@ absl::StatusOr<v1::Job> JobManager::CreateJob(const v1::CreateJobRequest& reques
   return std::move(result.record.job);
 }
 
-absl::StatusOr<JobRecord> JobManager::GetJob(const std::string& name) {
+absl::StatusOr<JobRecord> JobManager::GetJob(const std::string& name, const std::string& tenant) {
   RETURN_IF_ERROR(ValidateJobName(name));
-  return store_->Get(name);
+  ASSIGN_OR_RETURN(JobRecord record, store_->Get(name));
+  RETURN_IF_ERROR(CheckTenant(record, tenant));
+  return record;
 }
 
-absl::StatusOr<v1::ListJobsResponse> JobManager::ListJobs(const v1::ListJobsRequest& request) {
+absl::StatusOr<v1::ListJobsResponse> JobManager::ListJobs(const v1::ListJobsRequest& request,
+                                                          const std::string& tenant) {
   RETURN_IF_ERROR(ValidateListRequest(request));
   ASSIGN_OR_RETURN(LabelFilter label, ParseLabelFilter(request.label()));
   JobQuery query;
@@ -224,6 +240,7 @@ absl::StatusOr<v1::ListJobsResponse> JobManager::ListJobs(const v1::ListJobsRequ
   query.page_size =
       request.page_size() == 0 ? kDefaultPageSize : std::min(request.page_size(), kMaxPageSize);
   query.page_token = request.page_token();
+  query.tenant = tenant;
   ASSIGN_OR_RETURN(JobPage page, store_->List(query));
   v1::ListJobsResponse response;
   for (auto& job : page.jobs) {
@@ -233,10 +250,12 @@ absl::StatusOr<v1::ListJobsResponse> JobManager::ListJobs(const v1::ListJobsRequ
   return response;
 }
 
-absl::StatusOr<v1::Job> JobManager::CancelJob(const std::string& name) {
+absl::StatusOr<v1::Job> JobManager::CancelJob(const std::string& name, const std::string& tenant) {
   RETURN_IF_ERROR(ValidateJobName(name));
   ASSIGN_OR_RETURN(
-      JobRecord record, Mutate(name, [](JobRecord& r, absl::Time now) -> absl::StatusOr<bool> {
+      JobRecord record,
+      Mutate(name, [&tenant](JobRecord& r, absl::Time now) -> absl::StatusOr<bool> {
+        RETURN_IF_ERROR(CheckTenant(r, tenant));
         switch (r.job.state()) {
           case v1::QUEUED:
             Cancel(r, now);
@@ -257,10 +276,11 @@ absl::StatusOr<v1::Job> JobManager::CancelJob(const std::string& name) {
   return std::move(record.job);
 }
 
-absl::Status JobManager::DeleteJob(const std::string& name) {
+absl::Status JobManager::DeleteJob(const std::string& name, const std::string& tenant) {
   RETURN_IF_ERROR(ValidateJobName(name));
   for (int attempt = 0; attempt < kMaxWriteAttempts; ++attempt) {
     ASSIGN_OR_RETURN(JobRecord record, store_->Get(name));
+    RETURN_IF_ERROR(CheckTenant(record, tenant));
     if (!IsTerminal(record.job.state())) {
       return absl::FailedPreconditionError(
           absl::StrCat("job ", name, " is ", v1::JobState_Name(record.job.state()),
@@ -387,6 +407,15 @@ absl::StatusOr<v1::Job> JobManager::CompleteJob(const v1::CompleteJobRequest& re
                                                        ": size_bytes ", artifact.size_bytes(),
                                                        " but the blob has ", *size, " bytes"));
       }
+    }
+  }
+  if (success && options_.per_tenant_blobs && request.artifacts_size() > 0) {
+    // The job's tenant may download what its job produced. Recorded before the job turns
+    // SUCCEEDED, so a client never sees an artifact it cannot read.
+    ASSIGN_OR_RETURN(JobRecord current, store_->Get(request.job()));
+    RETURN_IF_ERROR(CheckLease(current, request.lease_id()));
+    for (const v1::Artifact& artifact : request.artifacts()) {
+      RETURN_IF_ERROR(blobs_->AddOwner(artifact.digest(), current.tenant));
     }
   }
   absl::StatusOr<JobRecord> record =

@@ -41,6 +41,8 @@ struct JobManagerOptions {
   int64_t max_queued_jobs = 10000;                       // CreateJob refuses beyond this.
   absl::Duration default_job_timeout = absl::Hours(24);  // Per-attempt run limit when the
                                                          // spec sets none.
+  bool per_tenant_blobs = false;  // Jobs may reference only blobs their tenant owns
+                                  // (BlobStore::AddOwner); set when tokens are required.
 };
 
 /// A job handed to a worker by TryLeaseJob().
@@ -63,17 +65,23 @@ class JobManager {
   JobNotifier& notifier() { return notifier_; }
 
   // ---- QuantizationService ----
+  //
+  // `tenant` is the caller's: another tenant's job is NOT_FOUND, as if absent. An empty
+  // tenant (the server's own uses) sees every job.
 
-  /// Validates, checks the referenced blobs exist and stores a QUEUED job.
-  absl::StatusOr<v1::Job> CreateJob(const v1::CreateJobRequest& request);
+  /// Validates, checks the referenced blobs exist (and, with per_tenant_blobs, that
+  /// `tenant` owns them) and stores a QUEUED job of `tenant`.
+  absl::StatusOr<v1::Job> CreateJob(const v1::CreateJobRequest& request,
+                                    const std::string& tenant = kDefaultTenant);
   /// One job; NOT_FOUND when absent.
-  absl::StatusOr<JobRecord> GetJob(const std::string& name);
+  absl::StatusOr<JobRecord> GetJob(const std::string& name, const std::string& tenant = "");
   /// A page of jobs, newest first.
-  absl::StatusOr<v1::ListJobsResponse> ListJobs(const v1::ListJobsRequest& request);
+  absl::StatusOr<v1::ListJobsResponse> ListJobs(const v1::ListJobsRequest& request,
+                                                const std::string& tenant = "");
   /// QUEUED -> CANCELLED, RUNNING -> CANCELLING; FAILED_PRECONDITION when terminal.
-  absl::StatusOr<v1::Job> CancelJob(const std::string& name);
+  absl::StatusOr<v1::Job> CancelJob(const std::string& name, const std::string& tenant = "");
   /// Deletes a terminal job; FAILED_PRECONDITION while it is live.
-  absl::Status DeleteJob(const std::string& name);
+  absl::Status DeleteJob(const std::string& name, const std::string& tenant = "");
 
   // ---- WorkerService ----
 
@@ -110,7 +118,8 @@ class JobManager {
   absl::StatusOr<JobRecord> Mutate(const std::string& name, const Mutation& mutate);
   // Publishes a write and records the metrics of its transition.
   void AfterWrite(const JobRecord& before, const JobRecord& after, absl::Time now);
-  absl::Status CheckBlobExists(const std::string& digest, const std::string& field) const;
+  absl::Status CheckBlobExists(const std::string& digest, const std::string& field,
+                               const std::string& tenant) const;
 
   JobStore* const store_;
   const BlobStore* const blobs_;

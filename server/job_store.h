@@ -21,9 +21,13 @@
 
 namespace ompq {
 
+/// Tenant of jobs created without authentication, and of rows older than tenants.
+inline constexpr char kDefaultTenant[] = "default";
+
 /// One stored job: the public Job resource plus the bookkeeping clients never see.
 struct JobRecord {
   v1::Job job;           // The resource (name, spec, state, ...).
+  std::string tenant = kDefaultTenant;  // Owner; only its tokens see the job. Never changes.
   int64_t version = 0;   // Bumped by every write; the compare-and-set token.
   std::string lease_id;  // Lease held by a worker; empty unless RUNNING/CANCELLING.
   absl::Time lease_expire_time = absl::InfinitePast();  // Lease lapses here (when leased).
@@ -37,6 +41,7 @@ struct JobRecord {
 
 /// Filters and paging of List().
 struct JobQuery {
+  std::string tenant;                              // Only this tenant's jobs; empty: all.
   v1::JobState state = v1::JOB_STATE_UNSPECIFIED;  // Only this state; unspecified: all.
   std::string label_key;                           // Only jobs with this label (if set)...
   std::string label_value;                         // ...equal to this value.
@@ -62,7 +67,7 @@ class JobStore {
   virtual ~JobStore() = default;
 
   /// Stores a new job (record.job.name set by the caller, unique). When the job's
-  /// request_id is non-empty and a job with it exists, returns that job with created=false
+  /// request_id is non-empty and a job of the same tenant with it exists, returns that job with created=false
   /// and stores nothing. RESOURCE_EXHAUSTED when `max_queued` jobs are already QUEUED.
   virtual absl::StatusOr<CreateResult> Create(const JobRecord& record, int64_t max_queued) = 0;
 

@@ -73,6 +73,14 @@ ABSL_FLAG(int64_t, max_queued_jobs, kDefaults.max_queued_jobs,
           "CreateJob answers RESOURCE_EXHAUSTED while this many jobs are queued");
 ABSL_FLAG(absl::Duration, default_job_timeout, kDefaults.default_job_timeout,
           "run-time limit of one attempt of a job whose spec sets no timeout");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve TLS (with --tls-key)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert");
+ABSL_FLAG(std::string, client_ca, "",
+          "PEM CA: require client certificates signed by it (mutual TLS; needs --tls-cert)");
+ABSL_FLAG(std::string, auth_tokens, "",
+          "tokens file, one \"TOKEN TENANT client|worker\" per line; empty: no tokens needed "
+          "(one implicit tenant)");
+ABSL_FLAG(bool, insecure, false, "allow plaintext on a non-loopback --listen address");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
           "on SIGTERM/SIGINT, how long in-flight RPCs get to finish");
 
@@ -124,6 +132,11 @@ int main(int argc, char** argv) {
   options.max_blob_bytes = *max_blob_bytes;
   options.max_queued_jobs = absl::GetFlag(FLAGS_max_queued_jobs);
   options.default_job_timeout = absl::GetFlag(FLAGS_default_job_timeout);
+  options.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  options.tls_key = absl::GetFlag(FLAGS_tls_key);
+  options.client_ca = absl::GetFlag(FLAGS_client_ca);
+  options.auth_tokens = absl::GetFlag(FLAGS_auth_tokens);
+  options.insecure = absl::GetFlag(FLAGS_insecure);
 
   auto server = ompq::Server::Start(options);
   if (!server.ok()) {

@@ -59,13 +59,21 @@ CREATE TABLE job_labels (
 );
 CREATE INDEX job_labels_by_job ON job_labels (job_seq);
 )sql",
+    // 2: jobs get a tenant (existing rows: the default one); request_id is unique per
+    // tenant.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE jobs DROP CONSTRAINT jobs_request_id_key;
+ALTER TABLE jobs ADD CONSTRAINT jobs_tenant_request_id_key UNIQUE (tenant, request_id);
+CREATE INDEX jobs_by_tenant ON jobs (tenant, seq);
+)sql",
 };
 constexpr int kLatestVersion = static_cast<int>(std::size(kMigrations));
 
 // Columns read back into a JobRecord, in this order.
 constexpr char kRecordColumns[] =
     "seq, version, lease_id, lease_expire_us, run_deadline_us, state_time_us, "
-    "stage_time_us, job";
+    "stage_time_us, job, tenant";
 
 // Connections one store opens for queries (the listener has one more of its own).
 constexpr int kMaxConnections = 8;
@@ -135,6 +143,7 @@ absl::StatusOr<JobRecord> ReadRecord(const pqxx::row& row, int64_t* seq = nullpt
   if (!record.job.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
     return absl::DataLossError("job database: a stored job does not parse");
   }
+  record.tenant = row[8].c_str();
   return record;
 }
 
@@ -401,8 +410,9 @@ absl::StatusOr<CreateResult> PostgresJobStore::Create(const JobRecord& record, i
     const v1::Job& job = record.job;
     if (!job.request_id().empty()) {
       const pqxx::result existing = txn.exec_params(
-          absl::StrCat("SELECT ", kRecordColumns, " FROM jobs WHERE request_id = $1"),
-          job.request_id());
+          absl::StrCat("SELECT ", kRecordColumns,
+                       " FROM jobs WHERE request_id = $1 AND tenant = $2"),
+          job.request_id(), record.tenant);
       if (!existing.empty()) {
         ASSIGN_OR_RETURN(result.record, ReadRecord(existing[0]));
         result.created = false;
@@ -420,15 +430,15 @@ absl::StatusOr<CreateResult> PostgresJobStore::Create(const JobRecord& record, i
     const int64_t seq =
         txn.exec_params1(
                "INSERT INTO jobs (name, state, create_time_us, request_id, version, lease_id, "
-               "lease_expire_us, run_deadline_us, state_time_us, stage_time_us, job) "
-               "VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8, $9, $10) RETURNING seq",
+               "lease_expire_us, run_deadline_us, state_time_us, stage_time_us, job, tenant) "
+               "VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8, $9, $10, $11) RETURNING seq",
                job.name(), static_cast<int>(job.state()),
                absl::ToUnixMicros(FromProtoTimestamp(job.create_time())),
                job.request_id().empty() ? nullptr : job.request_id().c_str(), record.lease_id,
                OrNull(TimeParam(record.leased() ? record.lease_expire_time : absl::InfinitePast())),
                OrNull(TimeParam(record.leased() ? record.run_deadline : absl::InfinitePast())),
                OrNull(TimeParam(record.state_time)), OrNull(TimeParam(record.stage_time)),
-               pqxx::binarystring(job.SerializeAsString()))[0]
+               pqxx::binarystring(job.SerializeAsString()), record.tenant)[0]
             .as<int64_t>();
     for (const auto& [key, value] : job.spec().labels()) {
       txn.exec_params("INSERT INTO job_labels (key, value, job_seq) VALUES ($1, $2, $3)", key,
@@ -474,9 +484,10 @@ absl::StatusOr<JobPage> PostgresJobStore::List(const JobQuery& query) {
         absl::StrCat("SELECT ", kRecordColumns,
                      " FROM jobs WHERE seq < $1 AND ($2::int = 0 OR state = $2::int) AND "
                      "($3::text = '' OR seq IN (SELECT job_seq FROM job_labels "
-                     "WHERE key = $3::text AND value = $4::text)) ORDER BY seq DESC LIMIT $5"),
+                     "WHERE key = $3::text AND value = $4::text)) AND "
+                     "($6::text = '' OR tenant = $6::text) ORDER BY seq DESC LIMIT $5"),
         below_seq, static_cast<int>(query.state), query.label_key, query.label_value,
-        int64_t{page_size} + 1);
+        int64_t{page_size} + 1, query.tenant);
     int64_t last_seq = 0;
     for (const pqxx::row& row : rows) {
       if (static_cast<int>(page.jobs.size()) == page_size) {

@@ -38,12 +38,12 @@ grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context, absl::Stat
 // every state transition but not every progress tick.
 class WatchReactor final : public grpc::ServerWriteReactor<v1::Job>, public JobWatcher {
  public:
-  WatchReactor(JobManager* manager, const std::string& name)
+  WatchReactor(JobManager* manager, const std::string& name, const std::string& tenant)
       : notifier_(&manager->notifier()), name_(name) {
     // Subscribe before reading, so no change between the read and the subscription is
     // lost; versions drop whatever arrives twice.
     notifier_->Subscribe(name_, this);
-    absl::StatusOr<JobRecord> record = manager->GetJob(name_);
+    absl::StatusOr<JobRecord> record = manager->GetJob(name_, tenant);
     if (!record.ok()) {
       FinishOnce(ToGrpcStatus(record.status()));
       return;
@@ -155,16 +155,26 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::Job>, public JobW
 
 }  // namespace
 
+// Every handler starts by resolving the caller (auth.h); a tenant sees only its own jobs.
+
 grpc::ServerUnaryReactor* QuantizationServiceImpl::CreateJob(grpc::CallbackServerContext* context,
                                                              const v1::CreateJobRequest* request,
                                                              v1::Job* response) {
-  return Reply(context, manager_->CreateJob(*request), response);
+  absl::StatusOr<Principal> caller = auth_->Authenticate(*context, Role::kClient);
+  if (!caller.ok()) {
+    return Reply<v1::Job>(context, caller.status(), response);
+  }
+  return Reply(context, manager_->CreateJob(*request, caller->tenant), response);
 }
 
 grpc::ServerUnaryReactor* QuantizationServiceImpl::GetJob(grpc::CallbackServerContext* context,
                                                           const v1::GetJobRequest* request,
                                                           v1::Job* response) {
-  absl::StatusOr<JobRecord> record = manager_->GetJob(request->name());
+  absl::StatusOr<Principal> caller = auth_->Authenticate(*context, Role::kClient);
+  if (!caller.ok()) {
+    return Reply<v1::Job>(context, caller.status(), response);
+  }
+  absl::StatusOr<JobRecord> record = manager_->GetJob(request->name(), caller->tenant);
   absl::StatusOr<v1::Job> job =
       record.ok() ? absl::StatusOr<v1::Job>(std::move(record->job)) : record.status();
   return Reply(context, std::move(job), response);
@@ -173,26 +183,40 @@ grpc::ServerUnaryReactor* QuantizationServiceImpl::GetJob(grpc::CallbackServerCo
 grpc::ServerUnaryReactor* QuantizationServiceImpl::ListJobs(grpc::CallbackServerContext* context,
                                                             const v1::ListJobsRequest* request,
                                                             v1::ListJobsResponse* response) {
-  return Reply(context, manager_->ListJobs(*request), response);
+  absl::StatusOr<Principal> caller = auth_->Authenticate(*context, Role::kClient);
+  if (!caller.ok()) {
+    return Reply<v1::ListJobsResponse>(context, caller.status(), response);
+  }
+  return Reply(context, manager_->ListJobs(*request, caller->tenant), response);
 }
 
 grpc::ServerUnaryReactor* QuantizationServiceImpl::CancelJob(grpc::CallbackServerContext* context,
                                                              const v1::CancelJobRequest* request,
                                                              v1::Job* response) {
-  return Reply(context, manager_->CancelJob(request->name()), response);
+  absl::StatusOr<Principal> caller = auth_->Authenticate(*context, Role::kClient);
+  if (!caller.ok()) {
+    return Reply<v1::Job>(context, caller.status(), response);
+  }
+  return Reply(context, manager_->CancelJob(request->name(), caller->tenant), response);
 }
 
 grpc::ServerUnaryReactor* QuantizationServiceImpl::DeleteJob(
     grpc::CallbackServerContext* context, const v1::DeleteJobRequest* request,
     google::protobuf::Empty* /*response*/) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(manager_->DeleteJob(request->name())));
+  absl::StatusOr<Principal> caller = auth_->Authenticate(*context, Role::kClient);
+  reactor->Finish(ToGrpcStatus(caller.ok() ? manager_->DeleteJob(request->name(), caller->tenant)
+                                           : caller.status()));
   return reactor;
 }
 
 grpc::ServerWriteReactor<v1::Job>* QuantizationServiceImpl::WatchJob(
-    grpc::CallbackServerContext* /*context*/, const v1::WatchJobRequest* request) {
-  return new WatchReactor(manager_, request->name());
+    grpc::CallbackServerContext* context, const v1::WatchJobRequest* request) {
+  absl::StatusOr<Principal> caller = auth_->Authenticate(*context, Role::kClient);
+  if (!caller.ok()) {
+    return new RejectedWriteReactor<v1::Job>(ToGrpcStatus(caller.status()));
+  }
+  return new WatchReactor(manager_, request->name(), caller->tenant);
 }
 
 }  // namespace ompq

@@ -4,6 +4,7 @@
 #define OMPQ_SERVER_QUANTIZATION_SERVICE_H_
 
 #include "ompq/v1/quantization_service.grpc.pb.h"
+#include "server/auth.h"
 #include "server/job_manager.h"
 
 namespace ompq {
@@ -12,7 +13,9 @@ namespace ompq {
 class QuantizationServiceImpl final : public v1::QuantizationService::CallbackService {
  public:
   /// `manager` must outlive the service.
-  explicit QuantizationServiceImpl(JobManager* manager) : manager_(manager) {}
+  /// Both must outlive the service.
+  QuantizationServiceImpl(JobManager* manager, const Authenticator* auth)
+      : manager_(manager), auth_(auth) {}
 
   grpc::ServerUnaryReactor* CreateJob(grpc::CallbackServerContext* context,
                                       const v1::CreateJobRequest* request,
@@ -33,6 +36,7 @@ class QuantizationServiceImpl final : public v1::QuantizationService::CallbackSe
 
  private:
   JobManager* const manager_;
+  const Authenticator* const auth_;
 };
 
 }  // namespace ompq

@@ -12,6 +12,7 @@
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -22,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "server/auth.h"
 #include "server/blob_service.h"
 #include "server/blob_store.h"
 #include "server/grpc_metrics_interceptor.h"
@@ -46,6 +48,8 @@ constexpr int kMaxReceiveMessageBytes = 8 << 20;
 // the disk).
 constexpr int kIoThreads = 4;
 
+bool IsLoopbackListen(const std::string& listen);
+
 absl::Status CheckOptions(const ServerOptions& options) {
   if (options.workers < 0) {
     return absl::InvalidArgumentError("--workers must be >= 0");
@@ -65,7 +69,48 @@ absl::Status CheckOptions(const ServerOptions& options) {
   if (options.max_queued_jobs <= 0) {
     return absl::InvalidArgumentError("--max-queued-jobs must be positive");
   }
+  if (options.tls_cert.empty() != options.tls_key.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together: pass both or neither");
+  }
+  if (!options.client_ca.empty() && options.tls_cert.empty()) {
+    return absl::InvalidArgumentError(
+        "--client-ca (mutual TLS) needs TLS: pass --tls-cert and --tls-key too");
+  }
+  if (options.tls_cert.empty() && !options.insecure && !IsLoopbackListen(options.listen)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "refusing to serve plaintext on --listen ", options.listen,
+        ", which is not a loopback address: pass --tls-cert and --tls-key to serve TLS, "
+        "--insecure to serve plaintext anyway, or listen on 127.0.0.1"));
+  }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadPemFile(const std::string& path, absl::string_view flag) {
+  std::ifstream in(path);
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (!in || text.str().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot read ", flag, " '", path, "'"));
+  }
+  return text.str();
+}
+
+// TLS (mutual when --client-ca is given) or plaintext credentials for --listen.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(
+    const ServerOptions& options) {
+  if (options.tls_cert.empty()) {
+    return grpc::InsecureServerCredentials();
+  }
+  grpc::SslServerCredentialsOptions ssl;
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  ASSIGN_OR_RETURN(pair.cert_chain, ReadPemFile(options.tls_cert, "--tls-cert"));
+  ASSIGN_OR_RETURN(pair.private_key, ReadPemFile(options.tls_key, "--tls-key"));
+  ssl.pem_key_cert_pairs.push_back(std::move(pair));
+  if (!options.client_ca.empty()) {
+    ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadPemFile(options.client_ca, "--client-ca"));
+    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(ssl);
 }
 
 // ompq-worker beside this executable, or the one given.
@@ -86,6 +131,15 @@ absl::StatusOr<std::string> FindWorkerBinary(const std::string& given) {
                      "--worker-binary PATH, or run with --workers 0"));
   }
   return path;
+}
+
+// True for 127.0.0.0/8, ::1 and localhost: only this machine can connect.
+bool IsLoopbackListen(const std::string& listen) {
+  std::string host = listen.substr(0, listen.rfind(':'));
+  if (absl::StartsWith(host, "[") && absl::EndsWith(host, "]")) {
+    host = host.substr(1, host.size() - 2);
+  }
+  return absl::StartsWith(host, "127.") || host == "::1" || host == "localhost";
 }
 
 // Where local workers reach this server: loopback unless bound to a specific address.
@@ -125,6 +179,7 @@ struct Server::State {
   std::unique_ptr<JobManager> manager;
   std::unique_ptr<LeaseDispatcher> dispatcher;
   std::unique_ptr<ThreadPool> io;
+  std::unique_ptr<Authenticator> auth;
   std::unique_ptr<QuantizationServiceImpl> quantization_service;
   std::unique_ptr<BlobServiceImpl> blob_service;
   std::unique_ptr<WorkerServiceImpl> worker_service;
@@ -132,6 +187,7 @@ struct Server::State {
   std::unique_ptr<prometheus::Exposer> exposer;
   std::unique_ptr<WorkerSupervisor> supervisor;
   int port = 0;
+  int local_worker_port = 0;  // Plaintext loopback port of the children when TLS is on.
   int metrics_port = 0;
 
   absl::Mutex mu;
@@ -191,6 +247,19 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
     ASSIGN_OR_RETURN(worker_binary, FindWorkerBinary(options.worker_binary));
   }
 
+  // ---- Security: credentials, tokens, and the children's own token ----
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, MakeCredentials(options));
+  std::vector<TokenEntry> tokens;
+  if (!options.auth_tokens.empty()) {
+    ASSIGN_OR_RETURN(tokens, LoadTokensFile(options.auth_tokens));
+  }
+  // Local workers get a fresh secret each start, held only in memory and in their
+  // environment; it works on every port and only for WorkerService and blobs.
+  const std::string worker_token = options.workers > 0 ? NewInternalToken() : std::string();
+  const bool tls = !options.tls_cert.empty();
+  state->auth = std::make_unique<Authenticator>(!options.auth_tokens.empty(), std::move(tokens),
+                                                worker_token, tls);
+
   state->metrics = std::make_unique<Metrics>();
   ASSIGN_OR_RETURN(state->store, OpenJobStore(options.database));
   ASSIGN_OR_RETURN(state->blobs, BlobStore::Open(options.blob_dir));
@@ -199,6 +268,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   manager_options.max_attempts = options.max_attempts;
   manager_options.max_queued_jobs = options.max_queued_jobs;
   manager_options.default_job_timeout = options.default_job_timeout;
+  manager_options.per_tenant_blobs = state->auth->enabled();
   state->manager =
       std::make_unique<JobManager>(state->store.get(), state->blobs.get(), state->metrics.get(),
                                    state->clock.get(), manager_options);
@@ -206,23 +276,32 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   LeaseDispatcher* dispatcher = state->dispatcher.get();
   state->manager->notifier().AddQueuedListener([dispatcher] { dispatcher->Wake(); });
   state->io = std::make_unique<ThreadPool>(kIoThreads);
-  state->quantization_service = std::make_unique<QuantizationServiceImpl>(state->manager.get());
+  state->quantization_service = std::make_unique<QuantizationServiceImpl>(state->manager.get(),
+                                                                        state->auth.get());
   state->blob_service = std::make_unique<BlobServiceImpl>(state->blobs.get(), state->metrics.get(),
-                                                          state->io.get(), options.max_blob_bytes);
+                                                          state->io.get(), options.max_blob_bytes,
+                                                          state->auth.get());
   state->worker_service = std::make_unique<WorkerServiceImpl>(
-      state->manager.get(), state->dispatcher.get(), options.max_lease_wait);
+      state->manager.get(), state->dispatcher.get(), options.max_lease_wait, state->auth.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &state->port);
+  builder.AddListeningPort(options.listen, credentials, &state->port);
+  if (tls && options.workers > 0) {
+    // The children connect here: plaintext, loopback only, and only their own token is
+    // accepted (Authenticator). This keeps them independent of the certificate's names.
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                             &state->local_worker_port);
+  }
   builder.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
   builder.RegisterService(state->quantization_service.get());
   builder.RegisterService(state->blob_service.get());
   builder.RegisterService(state->worker_service.get());
   builder.experimental().SetInterceptorCreators(MakeGrpcMetricsInterceptors(state->metrics.get()));
   state->grpc_server = builder.BuildAndStart();
-  if (state->grpc_server == nullptr || state->port == 0) {
+  if (state->grpc_server == nullptr || state->port == 0 ||
+      (tls && options.workers > 0 && state->local_worker_port == 0)) {
     return absl::UnavailableError(absl::StrCat(
         "cannot listen on --listen ", options.listen,
         ": the address is in use or invalid; pick another, or port 0 for any free port"));
@@ -247,7 +326,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   if (options.workers > 0) {
     WorkerSupervisorOptions supervisor_options;
     supervisor_options.worker_binary = worker_binary;
-    supervisor_options.server_address = LocalAddress(options.listen, state->port);
+    supervisor_options.server_address =
+        tls ? absl::StrCat("127.0.0.1:", state->local_worker_port)
+            : LocalAddress(options.listen, state->port);
+    supervisor_options.token = worker_token;
     supervisor_options.work_root = fs::absolute(fs::path(options.data_dir) / "work").string();
     supervisor_options.workers = options.workers;
     supervisor_options.stop_grace = options.worker_stop_grace;
@@ -281,7 +363,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
                          ? absl::StrCat(", metrics on port ", server->metrics_port())
                          : std::string())
                  << ", " << options.workers << " local worker(s), data in " << options.data_dir
-                 << ", jobs in " << RedactDatabaseUrl(options.database);
+                 << ", jobs in " << RedactDatabaseUrl(options.database)
+                 << (tls ? (options.client_ca.empty() ? ", TLS" : ", mutual TLS") : ", plaintext")
+                 << (server->state_->auth->enabled() ? ", tokens required" : ", open (no tokens)");
   return server;
 }
 

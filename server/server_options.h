@@ -30,6 +30,12 @@ struct ServerOptions {
   absl::Duration max_lease_wait = absl::Seconds(30);        // Cap on a LeaseJob long poll.
   absl::Duration housekeeping_interval = absl::Seconds(1);  // Lease expiry and gauge refresh.
   absl::Duration worker_stop_grace = absl::Seconds(10);     // SIGTERM..SIGKILL for children.
+  // ---- Security ----
+  std::string tls_cert;     // PEM certificate chain: serve TLS (with tls_key).
+  std::string tls_key;      // PEM private key of tls_cert.
+  std::string client_ca;    // PEM CA: require client certificates signed by it (mutual TLS).
+  std::string auth_tokens;  // Tokens file (auth.h); empty: open, one implicit tenant.
+  bool insecure = false;    // Allow plaintext on a non-loopback address.
   std::shared_ptr<const Clock> clock;  // Time of job logic; null: the wall clock (tests fake it).
 };
 

@@ -17,7 +17,7 @@ namespace ompq {
 namespace {
 
 // Bumped with every schema change; Open() migrates older files forward.
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 
 constexpr char kSchema[] = R"sql(
 CREATE TABLE IF NOT EXISTS jobs (
@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS jobs (
   state INTEGER NOT NULL,
   create_time_us INTEGER NOT NULL,
   request_id TEXT,                        -- NULL when none was given
+  tenant TEXT NOT NULL DEFAULT 'default', -- owner (schema version 2)
   version INTEGER NOT NULL,
   lease_id TEXT NOT NULL DEFAULT '',
   lease_expire_us INTEGER,                -- NULL unless leased
@@ -34,9 +35,10 @@ CREATE TABLE IF NOT EXISTS jobs (
   stage_time_us INTEGER,
   job BLOB NOT NULL                       -- serialised ompq.v1.Job
 );
-CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_request_id ON jobs(request_id)
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_tenant_request_id ON jobs(tenant, request_id)
   WHERE request_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs(tenant, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_create_time ON jobs(create_time_us);
 CREATE INDEX IF NOT EXISTS jobs_by_lease_expire ON jobs(lease_expire_us)
   WHERE lease_expire_us IS NOT NULL;
@@ -54,7 +56,7 @@ CREATE INDEX IF NOT EXISTS job_labels_by_job ON job_labels(job_seq);
 // Columns read back into a JobRecord, in this order.
 constexpr char kRecordColumns[] =
     "seq, version, lease_id, lease_expire_us, run_deadline_us, state_time_us, "
-    "stage_time_us, job";
+    "stage_time_us, job, tenant";
 
 absl::Status SqliteError(sqlite3* db, absl::string_view what) {
   const int code = sqlite3_errcode(db);
@@ -184,6 +186,7 @@ absl::StatusOr<JobRecord> ReadRecord(Statement& stmt, int64_t* seq = nullptr) {
   if (!record.job.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
     return absl::DataLossError("job database: a stored job does not parse");
   }
+  record.tenant = stmt.Text(8);
   return record;
 }
 
@@ -238,6 +241,16 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(const std::
           absl::StrCat("job database '", path, "' has schema version ", found,
                        ", newer than this server's ", kSchemaVersion, ": upgrade the server"));
     }
+    if (found == 1) {
+      // 1 -> 2: jobs get a tenant (existing rows: the default one), and request_id is
+      // unique per tenant. kSchema below creates the new indexes.
+      Transaction txn(db);
+      RETURN_IF_ERROR(txn.status());
+      RETURN_IF_ERROR(Exec(db,
+                           "ALTER TABLE jobs ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';"
+                           "DROP INDEX IF EXISTS jobs_by_request_id;"));
+      RETURN_IF_ERROR(txn.Commit());
+    }
   }
   RETURN_IF_ERROR(Exec(db, kSchema));
   RETURN_IF_ERROR(Exec(db, absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str()));
@@ -264,8 +277,10 @@ absl::StatusOr<CreateResult> SqliteJobStore::Create(const JobRecord& record, int
   const v1::Job& job = record.job;
   if (!job.request_id().empty()) {
     Statement find(db_,
-                   absl::StrCat("SELECT ", kRecordColumns, " FROM jobs WHERE request_id = ?1"));
+                   absl::StrCat("SELECT ", kRecordColumns,
+                                " FROM jobs WHERE request_id = ?1 AND tenant = ?2"));
     find.BindText(1, job.request_id());
+    find.BindText(2, record.tenant);
     ASSIGN_OR_RETURN(bool row, find.Step());
     if (row) {
       ASSIGN_OR_RETURN(JobRecord existing, ReadRecord(find));
@@ -286,7 +301,7 @@ absl::StatusOr<CreateResult> SqliteJobStore::Create(const JobRecord& record, int
   Statement insert(db_,
                    "INSERT INTO jobs (name, state, create_time_us, request_id, version, "
                    "lease_id, lease_expire_us, run_deadline_us, state_time_us, stage_time_us, "
-                   "job) VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9, ?10)");
+                   "job, tenant) VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
   insert.BindText(1, job.name());
   insert.Bind(2, job.state());
   insert.Bind(3, absl::ToUnixMicros(FromProtoTimestamp(job.create_time())));
@@ -301,6 +316,7 @@ absl::StatusOr<CreateResult> SqliteJobStore::Create(const JobRecord& record, int
   insert.BindTime(8, record.state_time);
   insert.BindTime(9, record.stage_time);
   insert.BindBlob(10, job.SerializeAsString());
+  insert.BindText(11, record.tenant);
   RETURN_IF_ERROR(insert.Step().status());
   const int64_t seq = sqlite3_last_insert_rowid(db_);
   for (const auto& [key, value] : job.spec().labels()) {
@@ -339,6 +355,9 @@ absl::StatusOr<JobPage> SqliteJobStore::List(const JobQuery& query) {
     absl::StrAppend(&sql,
                     " AND seq IN (SELECT job_seq FROM job_labels WHERE key = ?3 AND value = ?4)");
   }
+  if (!query.tenant.empty()) {
+    absl::StrAppend(&sql, " AND tenant = ?6");
+  }
   // One extra row tells whether another page follows.
   absl::StrAppend(&sql, " ORDER BY seq DESC LIMIT ?5");
 
@@ -353,6 +372,9 @@ absl::StatusOr<JobPage> SqliteJobStore::List(const JobQuery& query) {
     stmt.BindText(4, query.label_value);
   }
   stmt.Bind(5, int64_t{page_size} + 1);
+  if (!query.tenant.empty()) {
+    stmt.BindText(6, query.tenant);
+  }
   JobPage page;
   int64_t last_seq = 0;
   while (true) {

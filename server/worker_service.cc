@@ -77,6 +77,12 @@ class LeaseReactor final : public grpc::ServerUnaryReactor {
 grpc::ServerUnaryReactor* WorkerServiceImpl::LeaseJob(grpc::CallbackServerContext* context,
                                                       const v1::LeaseJobRequest* request,
                                                       v1::LeaseJobResponse* response) {
+  absl::StatusOr<Principal> caller = auth_->Authenticate(*context, Role::kWorker);
+  if (!caller.ok()) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(ToGrpcStatus(caller.status()));
+    return reactor;
+  }
   return new LeaseReactor(dispatcher_, context, *request, response, max_lease_wait_);
 }
 
@@ -84,7 +90,9 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerConte
                                                        const v1::HeartbeatRequest* request,
                                                        v1::HeartbeatResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::StatusOr<v1::HeartbeatResponse> result = manager_->Heartbeat(*request);
+  absl::StatusOr<Principal> caller = auth_->Authenticate(*context, Role::kWorker);
+  absl::StatusOr<v1::HeartbeatResponse> result =
+      caller.ok() ? manager_->Heartbeat(*request) : caller.status();
   const grpc::Status status = ToGrpcStatus(result.status());
   if (result.ok()) {
     *response = std::move(result).value();
@@ -97,7 +105,8 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::CompleteJob(grpc::CallbackServerCon
                                                          const v1::CompleteJobRequest* request,
                                                          v1::CompleteJobResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::StatusOr<v1::Job> job = manager_->CompleteJob(*request);
+  absl::StatusOr<Principal> caller = auth_->Authenticate(*context, Role::kWorker);
+  absl::StatusOr<v1::Job> job = caller.ok() ? manager_->CompleteJob(*request) : caller.status();
   const grpc::Status status = ToGrpcStatus(job.status());
   if (job.ok()) {
     *response->mutable_job() = std::move(job).value();

@@ -5,6 +5,7 @@
 
 #include "absl/time/time.h"
 #include "ompq/v1/worker_service.grpc.pb.h"
+#include "server/auth.h"
 #include "server/job_manager.h"
 #include "server/lease_dispatcher.h"
 
@@ -14,8 +15,10 @@ namespace ompq {
 class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
  public:
   /// Pointers must outlive the service. LeaseJob waits at most `max_lease_wait`.
-  WorkerServiceImpl(JobManager* manager, LeaseDispatcher* dispatcher, absl::Duration max_lease_wait)
-      : manager_(manager), dispatcher_(dispatcher), max_lease_wait_(max_lease_wait) {}
+  /// Every call needs a worker token (`auth`).
+  WorkerServiceImpl(JobManager* manager, LeaseDispatcher* dispatcher, absl::Duration max_lease_wait,
+                    const Authenticator* auth)
+      : manager_(manager), auth_(auth), dispatcher_(dispatcher), max_lease_wait_(max_lease_wait) {}
 
   grpc::ServerUnaryReactor* LeaseJob(grpc::CallbackServerContext* context,
                                      const v1::LeaseJobRequest* request,
@@ -29,6 +32,7 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
 
  private:
   JobManager* const manager_;
+  const Authenticator* const auth_;
   LeaseDispatcher* const dispatcher_;
   const absl::Duration max_lease_wait_;
 };

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <system_error>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/logging.h"
@@ -113,6 +114,22 @@ void WorkerSupervisor::Spawn(int index, Child& child) {
     argv.push_back(arg.data());
   }
   argv.push_back(nullptr);
+  // The environment, with the token (if any) as the only OMPQ_TOKEN.
+  std::vector<std::string> env_storage;
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (!absl::StartsWith(*e, "OMPQ_TOKEN=")) {
+      env_storage.emplace_back(*e);
+    }
+  }
+  if (!options_.token.empty()) {
+    env_storage.push_back(absl::StrCat("OMPQ_TOKEN=", options_.token));
+  }
+  std::vector<char*> envp;
+  envp.reserve(env_storage.size() + 1);
+  for (std::string& entry : env_storage) {
+    envp.push_back(entry.data());
+  }
+  envp.push_back(nullptr);
   const pid_t parent = ::getpid();
 
   const pid_t pid = ::fork();
@@ -130,7 +147,7 @@ void WorkerSupervisor::Spawn(int index, Child& child) {
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     ::signal(SIGPIPE, SIG_DFL);
-    ::execv(argv[0], argv.data());
+    ::execve(argv[0], argv.data(), envp.data());
     ::_exit(127);
   }
   if (pid < 0) {

@@ -27,6 +27,8 @@ struct WorkerSupervisorOptions {
   absl::Duration max_backoff = absl::Seconds(30);     // The delay doubles up to this.
   absl::Duration stable_after = absl::Seconds(60);    // A child that ran this long resets it.
   absl::Duration stop_grace = absl::Seconds(10);      // SIGTERM..SIGKILL on Stop().
+  std::string token;  // If set, given to children as $OMPQ_TOKEN (an environment variable,
+                      // not argv, so `ps` does not show it).
 };
 
 /// Starts, watches, restarts and stops the local worker processes.
