@@ -1,12 +1,14 @@
 // ompq-worker: pulls quantization jobs from ompq-server (WorkerService) and runs them.
 // Flags live here only; the loop is in worker.h.
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <string>
@@ -19,6 +21,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/units.h"
 #include "workers/worker.h"
 
 namespace {
@@ -33,6 +36,12 @@ ABSL_FLAG(std::string, token, "", "Bearer token of a worker role (default: $OMPQ
 ABSL_FLAG(std::string, tls_ca, "", "PEM CA file: connect with TLS (default plaintext)");
 ABSL_FLAG(absl::Duration, shutdown_grace, kDefaults.shutdown_grace,
           "On SIGTERM, time a running job gets to finish before it is given back");
+ABSL_FLAG(std::string, memory_limit, "0",
+          "Address-space limit of this process (setrlimit RLIMIT_AS), e.g. 8GiB; 0: none. "
+          "A job that runs out fails with RESOURCE_EXHAUSTED");
+ABSL_FLAG(absl::Duration, job_time_limit, absl::ZeroDuration(),
+          "Longest run of one job on this worker, e.g. 30m; 0: none. A job past it fails "
+          "with DEADLINE_EXCEEDED (not retried)");
 
 namespace {
 
@@ -94,10 +103,38 @@ int main(int argc, char** argv) {
   if (options.work_dir.empty()) options.work_dir = absl::StrCat("/tmp/ompq-worker-", getpid());
   options.device = absl::GetFlag(FLAGS_device);
   options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  const std::string memory_limit = absl::GetFlag(FLAGS_memory_limit);
+  if (memory_limit != "0" && !memory_limit.empty()) {
+    absl::StatusOr<int64_t> bytes = ompq::ParseSize(memory_limit);
+    if (!bytes.ok()) {
+      std::cerr << "ompq-worker: --memory-limit: " << bytes.status().message() << std::endl;
+      return 2;
+    }
+    options.memory_limit_bytes = *bytes;
+  }
+  options.job_time_limit = absl::GetFlag(FLAGS_job_time_limit);
+  if (options.job_time_limit < absl::ZeroDuration()) {
+    std::cerr << "ompq-worker: --job-time-limit must not be negative" << std::endl;
+    return 2;
+  }
   if (!IsValidDevice(options.device)) {
     std::cerr << "ompq-worker: --device '" << options.device
               << "' is not one of auto, cpu, cuda, cuda:N" << std::endl;
     return 2;
+  }
+
+  if (options.memory_limit_bytes > 0) {
+    // The whole process's address space: an allocation past it fails (std::bad_alloc,
+    // or LibTorch's allocator error) and the job fails with RESOURCE_EXHAUSTED instead
+    // of the host's OOM killer taking the worker or its neighbours.
+    struct rlimit limit = {};
+    limit.rlim_cur = static_cast<rlim_t>(options.memory_limit_bytes);
+    limit.rlim_max = static_cast<rlim_t>(options.memory_limit_bytes);
+    if (setrlimit(RLIMIT_AS, &limit) != 0) {
+      std::cerr << "ompq-worker: cannot apply --memory-limit " << memory_limit << ": "
+                << std::strerror(errno) << std::endl;
+      return 2;
+    }
   }
 
   auto worker = ompq::worker::Worker::Create(options);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "common/grpc_status.h"
 #include "common/logging.h"
 #include "google/protobuf/duration.pb.h"
 
@@ -104,6 +105,7 @@ void Heartbeat::Beat() {
     case grpc::StatusCode::FAILED_PRECONDITION:
       lease_lost_.store(true);
       OMPQ_LOG(WARNING) << "[" << worker_id_ << "] " << job_name_ << ": lease lost ("
+                        << StatusCodeName(FromGrpcStatus(status).code()) << ": "
                         << status.error_message() << "); abandoning the job";
       break;
     default:

@@ -1,12 +1,18 @@
 #include "workers/worker_job.h"
 
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdlib>
 #include <exception>
 #include <filesystem>
+#include <new>
 #include <optional>
 #include <system_error>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "client/blob_transfer.h"
@@ -14,6 +20,7 @@
 #include "common/job_error.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "common/units.h"
 #include "google/protobuf/util/time_util.h"
 #include "workers/engine/search.h"
 #include "workers/worker_heartbeat.h"
@@ -37,6 +44,47 @@ std::string ModelFileName(const v1::JobSpec& spec) {
   return plain ? name : "model.pt";
 }
 
+// The reason of a job that ran out of memory (PRODUCT.md names no reason for it; this
+// mirrors the gRPC code).
+constexpr char kResourceExhausted[] = "RESOURCE_EXHAUSTED";
+
+absl::Status OutOfMemory(const WorkerOptions& options, absl::string_view detail) {
+  // LibTorch's message carries a backtrace; its allocator's own sentence is enough.
+  if (size_t at = detail.find("DefaultCPUAllocator"); at != absl::string_view::npos) {
+    detail.remove_prefix(at);
+  }
+  detail = detail.substr(0, detail.find('\n'));
+  std::string limit = options.memory_limit_bytes > 0
+                          ? absl::StrCat("the worker's --memory-limit of ",
+                                         FormatBytes(options.memory_limit_bytes))
+                          : std::string("the memory available to the worker");
+  return JobFailure(absl::StatusCode::kResourceExhausted, kResourceExhausted,
+                    absl::StrCat("the job ran out of memory (", detail, ") within ", limit,
+                                 "; use fewer --search-samples or calibration inputs, a "
+                                 "smaller model, or a worker with more memory"));
+}
+
+// LibTorch reports a failed allocation as a c10::Error, which the engine turns into a
+// Status with the allocator's words; recognise them so the reason says what happened.
+bool LooksLikeOutOfMemory(const absl::Status& status) {
+  absl::string_view m = status.message();
+  return absl::StrContains(m, "not enough memory") ||
+         absl::StrContains(m, "can't allocate memory") ||
+         absl::StrContains(m, "DefaultCPUAllocator") || absl::StrContains(m, "std::bad_alloc") ||
+         absl::StrContains(m, "out of memory");
+}
+
+// Test hook (STYLE.md: fakes for faults). Only with OMPQ_WORKER_FAULT=crash_on_label in
+// the worker's environment: a job labelled fault=crash kills this worker process with
+// SIGKILL once its inputs are fetched, as a model that crashes the process would. The
+// e2e tests use it for the crash-looping job; without the variable it does nothing.
+bool CrashFaultRequested(const v1::Job& job) {
+  const char* fault = std::getenv("OMPQ_WORKER_FAULT");
+  if (fault == nullptr || absl::string_view(fault) != "crash_on_label") return false;
+  auto label = job.spec().labels().find("fault");
+  return label != job.spec().labels().end() && label->second == "crash";
+}
+
 // Transport failures may pass on another attempt; everything else is the job's own.
 bool IsRetryable(const absl::Status& status) {
   return status.code() == absl::StatusCode::kUnavailable ||
@@ -58,6 +106,11 @@ class LeasedJob {
         model_path_(dir_ / ModelFileName(lease.job().spec())),
         calib_path_(dir_ / "calib.data") {
     if (job_.spec().has_timeout()) deadline_ = started_ + FromProto(job_.spec().timeout());
+    if (options_.job_time_limit > absl::ZeroDuration() &&
+        started_ + options_.job_time_limit < deadline_) {
+      deadline_ = started_ + options_.job_time_limit;
+      deadline_is_worker_limit_ = true;
+    }
   }
 
   void Run() {
@@ -67,14 +120,24 @@ class LeasedJob {
     heartbeat_.Start();
     std::vector<v1::Artifact> artifacts;
     v1::JobResult result;
-    absl::Status status = FetchInputs();
-    std::optional<nlohmann::json> report;
-    if (status.ok()) {
-      auto searched = Search();
-      status = searched.status();
-      if (searched.ok()) report = std::move(*searched);
+    absl::Status status;
+    try {
+      status = FetchInputs();
+      if (status.ok() && CrashFaultRequested(job_)) {
+        OMPQ_LOG(WARNING) << "[" << options_.worker_id << "] " << job_.name()
+                          << ": OMPQ_WORKER_FAULT=crash_on_label: killing this worker";
+        ::kill(::getpid(), SIGKILL);
+      }
+      std::optional<nlohmann::json> report;
+      if (status.ok()) {
+        auto searched = Search();
+        status = searched.status();
+        if (searched.ok()) report = std::move(*searched);
+      }
+      if (status.ok()) status = Export(*report, result, artifacts);
+    } catch (const std::bad_alloc& e) {
+      status = OutOfMemory(options_, e.what());
     }
-    if (status.ok()) status = Export(*report, result, artifacts);
     heartbeat_.Stop();
     if (heartbeat_.lease_lost()) {
       OMPQ_LOG(WARNING) << "[" << options_.worker_id << "] " << job_.name()
@@ -100,10 +163,16 @@ class LeasedJob {
               false};
     }
     if (absl::Now() >= deadline_) {
-      return {JobFailure(absl::StatusCode::kDeadlineExceeded, reason::kDeadlineExceeded,
-                         absl::StrCat("the job ran longer than its time limit of ",
-                                      absl::FormatDuration(FromProto(job_.spec().timeout())),
-                                      "; raise --timeout or use a smaller search")),
+      std::string message =
+          deadline_is_worker_limit_
+              ? absl::StrCat("the job ran longer than worker ", options_.worker_id,
+                             "'s --job-time-limit of ",
+                             absl::FormatDuration(options_.job_time_limit),
+                             "; use a smaller search or a worker with a longer limit")
+              : absl::StrCat("the job ran longer than its time limit of ",
+                             absl::FormatDuration(FromProto(job_.spec().timeout())),
+                             "; raise --timeout or use a smaller search");
+      return {JobFailure(absl::StatusCode::kDeadlineExceeded, reason::kDeadlineExceeded, message),
               false};
     }
     if (env_.abandon()) {
@@ -162,11 +231,19 @@ class LeasedJob {
     absl::StatusOr<engine::SearchResult> searched;
     try {
       searched = engine::RunSearch(search, on_progress);
+    } catch (const std::bad_alloc& e) {
+      searched = OutOfMemory(options_, e.what());
     } catch (const std::exception& e) {
       // The engine reports errors as Status; this only guards the worker against a bug.
       searched = absl::InternalError(absl::StrCat("search failed: ", e.what()));
     }
-    if (!searched.ok()) return searched.status();
+    if (!searched.ok()) {
+      if (searched.status().code() != absl::StatusCode::kResourceExhausted &&
+          LooksLikeOutOfMemory(searched.status())) {
+        return OutOfMemory(options_, searched.status().message());
+      }
+      return searched.status();
+    }
     return std::move(searched->report);
   }
 
@@ -244,7 +321,9 @@ class LeasedJob {
       }
       if (sent.error_code() != grpc::StatusCode::UNAVAILABLE || attempt >= 5) {
         OMPQ_LOG(WARNING) << "[" << options_.worker_id << "] " << job_.name()
-                          << ": CompleteJob failed: " << sent.error_message();
+                          << ": CompleteJob failed: "
+                          << StatusCodeName(FromGrpcStatus(sent).code()) << ": "
+                          << sent.error_message();
         return;
       }
       absl::SleepFor(backoff);
@@ -264,7 +343,8 @@ class LeasedJob {
   const fs::path calib_path_;  // Downloaded calibration data.
 
   const absl::Time started_ = absl::Now();
-  absl::Time deadline_ = absl::InfiniteFuture();  // The job's own time limit.
+  absl::Time deadline_ = absl::InfiniteFuture();  // The job's or the worker's time limit.
+  bool deadline_is_worker_limit_ = false;         // deadline_ is --job-time-limit's.
   v1::Stage stage_ = v1::STAGE_UNSPECIFIED;
   absl::Time stage_started_ = absl::Now();
 };

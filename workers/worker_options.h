@@ -2,6 +2,7 @@
 #ifndef OMPQ_WORKERS_WORKER_OPTIONS_H_
 #define OMPQ_WORKERS_WORKER_OPTIONS_H_
 
+#include <cstdint>
 #include <string>
 
 #include "absl/time/time.h"
@@ -22,6 +23,8 @@ struct WorkerOptions {
   absl::Duration initial_backoff = absl::Milliseconds(500);  // First retry while away.
   absl::Duration max_backoff = absl::Seconds(10);            // Longest pause between retries.
   absl::Duration shutdown_grace = absl::Seconds(5);          // SIGTERM: time to finish the job.
+  int64_t memory_limit_bytes = 0;                            // RLIMIT_AS of the process; 0: none.
+  absl::Duration job_time_limit = absl::ZeroDuration();      // Per-job run time; 0: none.
   HeartbeatOptions heartbeat;                                // Heartbeat cadence and deadline.
   client::TransferLimits transfer;                           // Blob download/upload deadlines.
 };
