@@ -1,0 +1,184 @@
+// Layer discovery and Gram collection against the independent PyTorch computation
+// (forward hooks on the nn.Module before export, numpy float64).
+#include "workers/engine/layer_discovery.h"
+
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+#include "common/job_error.h"
+#include "tests/engine/test_models.h"
+#include "workers/engine/orthogonality.h"
+#include "workers/engine/tensor_io.h"
+#include "workers/engine/torchscript_model.h"
+
+namespace ompq::engine {
+namespace {
+
+using testing::Expected;
+using testing::kSamples;
+using testing::ModelFile;
+
+struct Case {
+  const char* model;
+  const char* calibration;
+};
+
+class LayerDiscoveryTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(LayerDiscoveryTest, MatchesIndependentComputation) {
+  c10::InferenceMode inference_mode;
+  const Case& c = GetParam();
+  const nlohmann::json expected = Expected(c.model);
+  absl::StatusOr<LoadedModel> model = LoadTorchScriptModel(ModelFile(std::string(c.model) + ".pt"), "cpu");
+  ASSERT_TRUE(model.ok()) << model.status();
+  absl::StatusOr<CalibrationData> calibration = LoadCalibrationFile(ModelFile(c.calibration));
+  ASSERT_TRUE(calibration.ok()) << calibration.status();
+  const torch::Tensor inputs = calibration->inputs.narrow(0, 0, kSamples);
+
+  absl::StatusOr<TappedModel> tapped = TappedModel::Create(model->module);
+  ASSERT_TRUE(tapped.ok()) << tapped.status();
+  std::string skipped;
+  ASSERT_TRUE(tapped->CheckAgainstModel(inputs, 0, &skipped).ok());
+  EXPECT_TRUE(skipped.empty()) << skipped;
+  EXPECT_EQ(tapped->total_parameters(), expected["total_parameters"].get<int64_t>());
+
+  // One ompq::tap per site in the rewritten graph.
+  int taps = 0;
+  std::function<void(torch::jit::Block*)> count = [&](torch::jit::Block* block) {
+    for (torch::jit::Node* node : block->nodes()) {
+      if (node->kind().toQualString() == std::string("ompq::tap")) ++taps;
+      for (torch::jit::Block* inner : node->blocks()) count(inner);
+    }
+  };
+  count(tapped->graph()->block());
+  EXPECT_EQ(taps, tapped->tap_sites());
+
+  int progress_calls = 0;
+  absl::StatusOr<LayerFeatures> features =
+      tapped->Collect(inputs, 0, [&](int measured, int sites) {
+        ++progress_calls;
+        EXPECT_EQ(measured, progress_calls);
+        EXPECT_EQ(sites, tapped->tap_sites());
+        return true;
+      });
+  ASSERT_TRUE(features.ok()) << features.status();
+  EXPECT_EQ(features->samples, kSamples);
+
+  const nlohmann::json& layers = expected["layers"];
+  ASSERT_EQ(features->layers.size(), layers.size());
+  EXPECT_EQ(progress_calls, static_cast<int>(layers.size()));
+  int64_t quantized = 0;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const LayerInfo& got = features->layers[i];
+    SCOPED_TRACE(got.name);
+    EXPECT_EQ(got.name, layers[i]["name"].get<std::string>());
+    EXPECT_EQ(got.kind, layers[i]["kind"].get<std::string>());
+    EXPECT_EQ(got.weight_shape, layers[i]["weight_shape"].get<std::vector<int64_t>>());
+    EXPECT_EQ(got.params, layers[i]["params"].get<int64_t>());
+    EXPECT_EQ(got.macs, layers[i]["macs"].get<int64_t>());
+    EXPECT_EQ(got.calls, layers[i]["calls"].get<int>());
+    EXPECT_EQ(got.after_batch_norm, layers[i]["after_batch_norm"].get<bool>());
+    EXPECT_EQ(got.output_shape.front(), kSamples);
+    quantized += got.params;
+  }
+  EXPECT_EQ(4 * (tapped->total_parameters() - quantized), expected["other_bytes"].get<int64_t>());
+
+  absl::StatusOr<Orthogonality> orthogonality =
+      ComputeOrthogonality(features->grams, features->samples, kDefaultBeta);
+  ASSERT_TRUE(orthogonality.ok()) << orthogonality.status();
+  EXPECT_TRUE(orthogonality->constant_layers.empty());
+  const auto orm = expected["orm"].get<std::vector<std::vector<double>>>();
+  const auto gamma = expected["gamma"].get<std::vector<double>>();
+  double worst = 0;
+  for (size_t i = 0; i < orm.size(); ++i) {
+    for (size_t j = 0; j < orm.size(); ++j) {
+      worst = std::max(worst, std::abs(orthogonality->orm[i][j] - orm[i][j]));
+    }
+    EXPECT_NEAR(orthogonality->gamma[i], gamma[i], 1e-5 * orm.size());
+  }
+  EXPECT_LE(worst, 1e-5);
+  std::ostringstream error;
+  error << worst;
+  RecordProperty("max_orm_error", error.str());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Models, LayerDiscoveryTest,
+    ::testing::Values(Case{"resnet18", "calib_images.pt"}, Case{"mobilenet_v2", "calib_images.npz"},
+                      Case{"grouped", "calib_grouped.pt"}, Case{"scripted", "calib_video.pt"},
+                      Case{"sequence", "calib_sequence.npz"}),
+    [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.model); });
+
+TEST(LayerDiscoveryCollectTest, CancelStopsThePass) {
+  c10::InferenceMode inference_mode;
+  absl::StatusOr<LoadedModel> model = LoadTorchScriptModel(ModelFile("resnet18.pt"), "cpu");
+  ASSERT_TRUE(model.ok());
+  absl::StatusOr<TappedModel> tapped = TappedModel::Create(model->module);
+  ASSERT_TRUE(tapped.ok());
+  int calls = 0;
+  absl::StatusOr<LayerFeatures> features =
+      tapped->Collect(torch::randn({4, 3, 64, 64}), 0, [&](int, int) { return ++calls < 3; });
+  EXPECT_EQ(calls, 3);
+  EXPECT_EQ(features.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(ReasonOf(features.status()), reason::kCancelled);
+  // The same model still runs afterwards (the cancelled session is gone).
+  EXPECT_TRUE(tapped->Collect(torch::randn({4, 3, 64, 64}), 0, nullptr).ok());
+}
+
+TEST(LayerDiscoveryCollectTest, NoLayersAndRejectedInputs) {
+  c10::InferenceMode inference_mode;
+  absl::StatusOr<LoadedModel> no_layers = LoadTorchScriptModel(ModelFile("no_layers.pt"), "cpu");
+  ASSERT_TRUE(no_layers.ok());
+  absl::Status status = TappedModel::Create(no_layers->module).status();
+  EXPECT_EQ(ReasonOf(status), reason::kNoQuantizableLayers) << status;
+
+  absl::StatusOr<LoadedModel> model = LoadTorchScriptModel(ModelFile("grouped.pt"), "cpu");
+  ASSERT_TRUE(model.ok());
+  absl::StatusOr<TappedModel> tapped = TappedModel::Create(model->module);
+  ASSERT_TRUE(tapped.ok());
+  // The one-sample check gives way to the full batch, saying why.
+  std::string skipped;
+  EXPECT_TRUE(tapped->CheckAgainstModel(torch::randn({8, 5, 16, 16}), 0, &skipped).ok());
+  EXPECT_NE(skipped.find("to have 3 channels, but got 5 channels"), std::string::npos) << skipped;
+  status = tapped->Collect(torch::randn({8, 5, 16, 16}), 0, nullptr).status();
+  EXPECT_EQ(ReasonOf(status), reason::kInputMismatch) << status;
+  EXPECT_NE(status.message().find("inputs of shape [8, 5, 16, 16]"), absl::string_view::npos)
+      << status;
+  EXPECT_NE(status.message().find("to have 3 channels, but got 5 channels"),
+            absl::string_view::npos) << status;
+  // A good batch passes the check without skipping it.
+  skipped.clear();
+  EXPECT_TRUE(tapped->CheckAgainstModel(torch::randn({8, 3, 16, 16}), 0, &skipped).ok());
+  EXPECT_TRUE(skipped.empty()) << skipped;
+}
+
+// Compares CentredGram with the textbook H (X X^T) H in float64, including a
+// channels-last map and enough columns to need several chunks.
+TEST(CentredGramTest, MatchesTextbookFormula) {
+  c10::InferenceMode inference_mode;
+  torch::manual_seed(7);
+  for (const torch::Tensor& output :
+       {torch::randn({4, 3, 300, 300}) + 5.0,
+        torch::randn({6, 8, 9, 10}).contiguous(at::MemoryFormat::ChannelsLast),
+        torch::randn({5, 7})}) {
+    const int64_t n = output.size(0);
+    const torch::Tensor x = output.reshape({n, -1}).to(torch::kDouble);
+    const torch::Tensor h = torch::eye(n, torch::kDouble) - 1.0 / n;
+    const torch::Tensor expected = h.mm(x.mm(x.t())).mm(h);
+    double fraction = -1;
+    const torch::Tensor got = CentredGram(output, &fraction);
+    EXPECT_EQ(got.scalar_type(), torch::kDouble);
+    EXPECT_TRUE(torch::allclose(got, expected, 1e-9, 1e-6))
+        << (got - expected).abs().max().item<double>();
+    EXPECT_GT(fraction, 0.0);
+    EXPECT_LT(fraction, 1.0);
+  }
+  // A constant output has no varying energy.
+  double fraction = -1;
+  CentredGram(torch::ones({3, 10}), &fraction);
+  EXPECT_EQ(fraction, 0.0);
+}
+
+}  // namespace
+}  // namespace ompq::engine

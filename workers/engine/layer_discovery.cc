@@ -1,0 +1,644 @@
+#include "workers/engine/layer_discovery.h"
+
+#include <torch/csrc/jit/api/function_impl.h>
+#include <torch/csrc/jit/ir/ir.h>
+#include <torch/csrc/jit/passes/inliner.h>
+#include <torch/library.h>
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <atomic>
+#include <optional>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "common/job_error.h"
+#include "common/status_macros.h"
+#include "workers/engine/torchscript_model.h"
+
+namespace ompq::engine {
+namespace {
+
+using torch::jit::Node;
+using torch::jit::Value;
+
+// Float64 elements per Gram chunk (2 MiB): bounds the temporary copy of a feature map
+// while keeping BLAS calls large enough to run near full speed.
+constexpr int64_t kGramChunkElements = int64_t{1} << 18;
+
+constexpr char kTapOp[] = "ompq::tap";
+
+// A layer whose output varies across samples by less than this fraction of its energy
+// (relative variation ~1e-6, near float32 rounding) counts as constant.
+constexpr double kConstantFeatureFraction = 1e-12;
+
+// Keeps OpenBLAS (when it is the BLAS behind LibTorch) on one thread for its lifetime.
+// OpenBLAS's own thread pool competing with LibTorch's OpenMP threads for the same cores
+// made the Gram several times slower (docs/benchmarks.md). Looked up at run time: other
+// BLAS libraries have no such functions.
+class BlasOnOneThread {
+ public:
+  BlasOnOneThread() {
+    static const auto get = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+    static const auto set = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+    if (get != nullptr && set != nullptr) {
+      set_ = set;
+      saved_ = get();
+      set_(1);
+    }
+  }
+  ~BlasOnOneThread() {
+    if (set_ != nullptr) set_(saved_);
+  }
+  BlasOnOneThread(const BlasOnOneThread&) = delete;
+  BlasOnOneThread& operator=(const BlasOnOneThread&) = delete;
+
+ private:
+  void (*set_)(int) = nullptr;
+  int saved_ = 1;
+};
+
+// BLAS dsyrk (C += A^T A, one triangle), when the BLAS behind LibTorch exports it: half
+// the work of the general product that LibTorch's addmm would do.
+using DsyrkFn = void (*)(const char* uplo, const char* trans, const int* n, const int* k,
+                         const double* alpha, const double* a, const int* lda,
+                         const double* beta, double* c, const int* ldc);
+DsyrkFn FindDsyrk() {
+  static const auto dsyrk = reinterpret_cast<DsyrkFn>(dlsym(RTLD_DEFAULT, "dsyrk_"));
+  return dsyrk;
+}
+
+// ---------------------------------------------------------------------------------------
+// The tap op and the collectors it feeds.
+
+class GramCollector;
+
+// Taps find their collector through the session id baked into the graph, not a
+// thread-local, so taps that run on other threads (prim::fork) still reach it.
+absl::Mutex registry_mutex;
+std::unordered_map<int64_t, GramCollector*>& Registry() ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mutex) {
+  static auto* registry = new std::unordered_map<int64_t, GramCollector*>();
+  return *registry;
+}
+std::atomic<int64_t> next_session{1};
+
+void DispatchTap(int64_t session, int64_t layer, const at::Tensor& output);
+
+at::Tensor TapOp(const at::Tensor& x, int64_t session, int64_t layer) {
+  DispatchTap(session, layer, x);
+  return x;
+}
+
+// Returns its input unchanged (alias annotation "a"), so the interpreter frees the
+// tapped tensor exactly when it would have without the tap.
+TORCH_LIBRARY_FRAGMENT(ompq, m) {
+  m.def("tap(Tensor(a) x, int session, int layer) -> Tensor(a)", TapOp);
+}
+
+// One site's static facts, resolved when the graph is rewritten.
+struct LayerSite {
+  std::string name;
+  std::string kind;
+  torch::Tensor weight;
+  bool after_batch_norm = false;
+};
+
+class GramCollector {
+ public:
+  GramCollector(const std::vector<LayerSite>& sites, int64_t samples, int tap_sites,
+                const TapProgressFn& progress)
+      : sites_(sites), samples_(samples), tap_sites_(tap_sites), progress_(progress),
+        layers_(sites.size()) {}
+
+  // Runs inside the forward pass. Throwing aborts the pass; the reason is kept in
+  // status_ / cancelled_ for Collect() to report.
+  void OnTap(int64_t layer_id, const at::Tensor& output) {
+    absl::MutexLock lock(&mutex_);
+    if (layer_id < 0 || layer_id >= static_cast<int64_t>(layers_.size())) return;
+    const LayerSite& site = sites_[layer_id];
+    Measured& layer = layers_[layer_id];
+    if (!output.is_floating_point() || output.dim() < 1 || output.size(0) != samples_) {
+      status_ = JobFailure(
+          absl::StatusCode::kInvalidArgument, reason::kInputMismatch,
+          absl::StrCat("layer '", site.name, "' produced an output of shape [",
+                       absl::StrJoin(output.sizes(), ", "), "] without the batch of ", samples_,
+                       " samples in dimension 0; per-sample features are needed"));
+      TORCH_CHECK(false, "ompq: ", status_.message());
+    }
+    // MACs for one sample: (weight elements per output channel) x (outputs per sample).
+    // Holds for grouped/depthwise convolutions and for Linear with extra leading dims.
+    const int64_t macs = site.weight.numel() / site.weight.size(0) * (output.numel() / samples_);
+    ++layer.calls;
+    layer.macs += macs;
+    // A module called twice is one layer; its first call's features stand for it.
+    if (layer.calls > 1) return;
+
+    layer.output_shape = output.sizes().vec();
+    double variance_fraction = 0;
+    layer.gram = CentredGram(output, &variance_fraction);
+    // Differences between samples at float32 rounding level are noise, not features:
+    // such a layer is treated as constant (its Gram zero; see ComputeOrthogonality).
+    if (variance_fraction < kConstantFeatureFraction) layer.gram.zero_();
+    order_.push_back(static_cast<int>(layer_id));
+    if (progress_ && !progress_(static_cast<int>(order_.size()), tap_sites_)) {
+      cancelled_ = true;
+      TORCH_CHECK(false, "ompq: search cancelled");
+    }
+  }
+
+  bool cancelled() const {
+    absl::MutexLock lock(&mutex_);
+    return cancelled_;
+  }
+  absl::Status status() const {
+    absl::MutexLock lock(&mutex_);
+    return status_;
+  }
+
+  // The measured layers in execution order, Grams moved to host memory.
+  absl::StatusOr<LayerFeatures> Finish() {
+    absl::MutexLock lock(&mutex_);
+    LayerFeatures features;
+    features.samples = samples_;
+    for (int id : order_) {
+      const LayerSite& site = sites_[id];
+      Measured& layer = layers_[id];
+      torch::Tensor gram = layer.gram.to(torch::kCPU).contiguous();
+      if (!torch::isfinite(gram).all().item<bool>()) {
+        return JobFailure(absl::StatusCode::kInvalidArgument, reason::kNonFiniteInput,
+                          absl::StrCat("layer '", site.name,
+                                       "' produced NaN or Inf on the calibration inputs"));
+      }
+      const double* data = gram.data_ptr<double>();
+      features.grams.emplace_back(data, data + gram.numel());
+      LayerInfo info;
+      info.name = site.name;
+      info.kind = site.kind;
+      info.weight_shape = site.weight.sizes().vec();
+      info.params = site.weight.numel();
+      info.macs = layer.macs;
+      info.calls = layer.calls;
+      info.after_batch_norm = site.after_batch_norm;
+      info.output_shape = layer.output_shape;
+      features.layers.push_back(std::move(info));
+      layer.gram = torch::Tensor();
+    }
+    return features;
+  }
+
+ private:
+  struct Measured {
+    int calls = 0;
+    int64_t macs = 0;
+    std::vector<int64_t> output_shape;
+    torch::Tensor gram;
+  };
+
+  const std::vector<LayerSite>& sites_;
+  const int64_t samples_;
+  const int tap_sites_;
+  const TapProgressFn& progress_;
+  mutable absl::Mutex mutex_;
+  std::vector<Measured> layers_ ABSL_GUARDED_BY(mutex_);
+  std::vector<int> order_ ABSL_GUARDED_BY(mutex_);
+  bool cancelled_ ABSL_GUARDED_BY(mutex_) = false;
+  absl::Status status_ ABSL_GUARDED_BY(mutex_);
+};
+
+void DispatchTap(int64_t session, int64_t layer, const at::Tensor& output) {
+  GramCollector* collector = nullptr;
+  {
+    absl::MutexLock lock(&registry_mutex);
+    auto it = Registry().find(session);
+    if (it != Registry().end()) collector = it->second;
+  }
+  // No collector: the graph runs for the output check, taps are idle.
+  if (collector != nullptr) collector->OnTap(layer, output);
+}
+
+// Registers a collector for the duration of one forward pass.
+class SessionScope {
+ public:
+  SessionScope(int64_t session, GramCollector* collector) : session_(session) {
+    absl::MutexLock lock(&registry_mutex);
+    Registry()[session] = collector;
+  }
+  ~SessionScope() {
+    absl::MutexLock lock(&registry_mutex);
+    Registry().erase(session_);
+  }
+  SessionScope(const SessionScope&) = delete;
+  SessionScope& operator=(const SessionScope&) = delete;
+
+ private:
+  int64_t session_;
+};
+
+// ---------------------------------------------------------------------------------------
+// Graph rewriting.
+
+// The attribute names leading from `self` to `value`, or nullopt when `value` is not a
+// pure prim::GetAttr chain from `self`.
+std::optional<std::vector<std::string>> AttributePath(Value* value, const Value* self) {
+  std::vector<std::string> path;
+  while (value != self) {
+    Node* node = value->node();
+    if (node->kind() != torch::jit::prim::GetAttr) return std::nullopt;
+    path.push_back(node->s(torch::jit::attr::name));
+    value = node->input(0);
+  }
+  std::reverse(path.begin(), path.end());
+  return path;
+}
+
+// The parameter tensor at `path` in `module`, or nullopt when it is a buffer, a
+// non-tensor or missing.
+std::optional<torch::Tensor> ResolveParameter(const torch::jit::Module& module,
+                                              const std::vector<std::string>& path) {
+  if (path.empty()) return std::nullopt;
+  c10::intrusive_ptr<c10::ivalue::Object> object = module._ivalue();
+  for (size_t i = 0; i < path.size(); ++i) {
+    const c10::ClassTypePtr& type = object->type();
+    c10::optional<size_t> slot = type->findAttributeSlot(path[i]);
+    if (!slot.has_value()) return std::nullopt;
+    c10::IValue value = object->getSlot(*slot);
+    if (i + 1 == path.size()) {
+      if (!value.isTensor() || !type->is_parameter(*slot)) return std::nullopt;
+      return value.toTensor();
+    }
+    if (!value.isObject()) return std::nullopt;
+    object = value.toObject();
+  }
+  return std::nullopt;
+}
+
+// "layer1.0.conv1" for [layer1, 0, conv1, weight]. A weight not called "weight" (a
+// custom module with several) keeps its own name so that layers stay distinct.
+std::string LayerName(const std::vector<std::string>& path) {
+  if (path.back() != "weight" || path.size() == 1) return absl::StrJoin(path, ".");
+  return absl::StrJoin(path.begin(), path.end() - 1, ".");
+}
+
+// The layer kind of `node`, or "" when it is not a quantizable layer op.
+std::string LayerKind(const Node* node) {
+  const std::string op = node->kind().toQualString();
+  if (op == "aten::linear") return "linear";
+  if (op == "aten::conv1d") return "conv1d";
+  if (op == "aten::conv2d") return "conv2d";
+  if (op == "aten::conv3d") return "conv3d";
+  if (op == "aten::_convolution" || op == "aten::convolution") {
+    // Traced convolutions: input 6 is `transposed`; transposed convolutions are not layers.
+    if (node->inputs().size() < 7) return "";
+    std::optional<c10::IValue> transposed = torch::jit::toIValue(node->input(6));
+    if (!transposed.has_value() || !transposed->isBool() || transposed->toBool()) return "";
+    return "conv";  // Dimensionality comes from the weight.
+  }
+  return "";
+}
+
+// The aten::batch_norm that is the only consumer of `value`'s data, or null. Uses that
+// read only metadata do not count: scripted BatchNorm checks input.size() first.
+Node* SoleBatchNormConsumer(Value* value) {
+  static const std::unordered_set<std::string> kMetadataOps = {
+      "aten::size", "aten::dim", "aten::numel", "aten::len", "prim::shape", "prim::device",
+      "prim::dtype", "prim::layout", "aten::is_floating_point", "prim::is_cuda"};
+  Node* batch_norm = nullptr;
+  for (const torch::jit::Use& use : value->uses()) {
+    const std::string op = use.user->kind().toQualString();
+    if (op == "aten::batch_norm" && use.offset == 0 && batch_norm == nullptr) {
+      batch_norm = use.user;
+    } else if (kMetadataOps.count(op) == 0) {
+      return nullptr;
+    }
+  }
+  return batch_norm;
+}
+
+void FindLayerNodes(torch::jit::Block* block, std::vector<Node*>& found) {
+  for (Node* node : block->nodes()) {
+    if (!LayerKind(node).empty()) found.push_back(node);
+    for (torch::jit::Block* inner : node->blocks()) FindLayerNodes(inner, found);
+  }
+}
+
+std::string ShapeString(const torch::Tensor& tensor) {
+  return absl::StrCat("[", absl::StrJoin(tensor.sizes(), ", "), "]");
+}
+
+// Outputs of the model and of the rewritten graph agree (same ops, same inputs, same
+// seed: only rounding-level differences are tolerated).
+bool SameOutputs(const c10::IValue& a, const c10::IValue& b) {
+  if (a.isTensor() && b.isTensor()) {
+    const torch::Tensor& x = a.toTensor();
+    const torch::Tensor& y = b.toTensor();
+    if (x.sizes() != y.sizes() || x.scalar_type() != y.scalar_type()) return false;
+    if (!x.is_floating_point()) return torch::equal(x, y);
+    return torch::allclose(x, y, /*rtol=*/1e-5, /*atol=*/1e-6, /*equal_nan=*/true);
+  }
+  if (a.tagKind() != b.tagKind()) return false;
+  auto same_lists = [](c10::ArrayRef<c10::IValue> xs, c10::ArrayRef<c10::IValue> ys) {
+    if (xs.size() != ys.size()) return false;
+    for (size_t i = 0; i < xs.size(); ++i) {
+      if (!SameOutputs(xs[i], ys[i])) return false;
+    }
+    return true;
+  };
+  if (a.isTuple()) return same_lists(a.toTupleRef().elements(), b.toTupleRef().elements());
+  if (a.isList()) return same_lists(a.toListRef(), b.toListRef());
+  if (a.isGenericDict()) {
+    const c10::Dict<c10::IValue, c10::IValue> x = a.toGenericDict();
+    const c10::Dict<c10::IValue, c10::IValue> y = b.toGenericDict();
+    if (x.size() != y.size()) return false;
+    for (const auto& entry : x) {
+      auto it = y.find(entry.key());
+      if (it == y.end() || !SameOutputs(entry.value(), it->value())) return false;
+    }
+    return true;
+  }
+  if (a.isInt()) return a.toInt() == b.toInt();
+  if (a.isDouble()) return a.toDouble() == b.toDouble() || (a.toDouble() != a.toDouble());
+  if (a.isBool()) return a.toBool() == b.toBool();
+  if (a.isString()) return a.toStringRef() == b.toStringRef();
+  return true;  // None and opaque objects: nothing numeric to compare.
+}
+
+}  // namespace
+
+torch::Tensor CentredGram(const torch::Tensor& output, double* variance_fraction) {
+  const int64_t n = output.size(0);
+  // Column order does not change X X^T, so a channels-last map is read in its memory
+  // order instead of being copied into NCHW order.
+  torch::Tensor flat;
+  if (output.dim() == 4 && !output.is_contiguous() &&
+      output.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    flat = output.permute({0, 2, 3, 1}).reshape({n, -1});
+  } else if (output.dim() == 5 && !output.is_contiguous() &&
+             output.is_contiguous(at::MemoryFormat::ChannelsLast3d)) {
+    flat = output.permute({0, 2, 3, 4, 1}).reshape({n, -1});
+  } else {
+    flat = output.reshape({n, -1});
+  }
+  if (flat.scalar_type() != torch::kFloat && flat.scalar_type() != torch::kDouble) {
+    flat = flat.to(torch::kFloat);
+  }
+  flat = flat.contiguous();  // A view already, except for unusual strides.
+  const int64_t columns = flat.size(1);
+  const torch::TensorOptions options = flat.options().dtype(torch::kDouble);
+  const int64_t chunk = std::min(columns, std::max<int64_t>(16, kGramChunkElements / n));
+
+  torch::Tensor gram = torch::zeros({n, n}, options);
+  double mean_energy = 0;  // n * sum of squared column means
+  if (flat.is_cuda()) {
+    // Tensor ops: kernels run asynchronously, chunk after chunk.
+    torch::Tensor squares = torch::zeros({}, options);
+    for (int64_t begin = 0; begin < columns; begin += chunk) {
+      torch::Tensor x = flat.narrow(1, begin, std::min(chunk, columns - begin)).to(torch::kDouble);
+      torch::Tensor mean = x.mean(0, /*keepdim=*/true);
+      x.sub_(mean);
+      gram.addmm_(x, x.t());
+      squares.add_(mean.square().sum());
+    }
+    mean_energy = n * squares.item<double>();
+  } else {
+    // Plain loops and one single-threaded BLAS call per chunk. Many small LibTorch ops
+    // would each open an OpenMP parallel region, and on a busy machine every region
+    // waits for a descheduled thread: measured 5x slower (docs/benchmarks.md).
+    BlasOnOneThread blas_on_one_thread;
+    torch::Tensor buffer = torch::empty({n * chunk}, options);  // Reused for every chunk.
+    std::vector<double> mean(chunk);
+    const DsyrkFn dsyrk = n <= INT32_MAX && chunk <= INT32_MAX ? FindDsyrk() : nullptr;
+    auto accumulate = [&](auto* data) {
+      for (int64_t begin = 0; begin < columns; begin += chunk) {
+        const int64_t width = std::min(chunk, columns - begin);
+        double* x = buffer.data_ptr<double>();
+        std::fill(mean.begin(), mean.begin() + width, 0.0);
+        for (int64_t a = 0; a < n; ++a) {
+          const auto* row = data + a * columns + begin;
+          double* out = x + a * width;
+          for (int64_t c = 0; c < width; ++c) {
+            out[c] = static_cast<double>(row[c]);
+            mean[c] += out[c];
+          }
+        }
+        // Centring a chunk's columns over the samples is exact: a column's mean only
+        // involves that column. Centring before multiplying (not H K H afterwards)
+        // avoids cancellation when features have a large mean.
+        for (int64_t c = 0; c < width; ++c) {
+          mean[c] /= static_cast<double>(n);
+          mean_energy += n * mean[c] * mean[c];
+        }
+        for (int64_t a = 0; a < n; ++a) {
+          double* out = x + a * width;
+          for (int64_t c = 0; c < width; ++c) out[c] -= mean[c];
+        }
+        if (dsyrk != nullptr) {
+          // Row-major [n, width] is column-major A = [width, n]: X X^T = A^T A. Fills the
+          // upper triangle in column-major terms, the lower one of the row-major `gram`.
+          const int rows = static_cast<int>(n), depth = static_cast<int>(width);
+          const double one = 1.0;
+          dsyrk("U", "T", &rows, &depth, &one, x, &depth, &one, gram.data_ptr<double>(), &rows);
+        } else {
+          torch::Tensor centred = buffer.narrow(0, 0, n * width).view({n, width});
+          gram.addmm_(centred, centred.t());
+        }
+      }
+    };
+    if (flat.scalar_type() == torch::kFloat) {
+      accumulate(flat.data_ptr<float>());
+    } else {
+      accumulate(flat.data_ptr<double>());
+    }
+    if (dsyrk != nullptr) gram = gram.tril() + gram.tril(-1).t();
+  }
+  if (variance_fraction != nullptr) {
+    // trace(K) is the energy that varies across samples; trace(K) + mean_energy is all of it.
+    const double varying = gram.trace().item<double>();
+    const double total = varying + mean_energy;
+    *variance_fraction = total > 0 ? varying / total : 0.0;
+  }
+  return gram;
+}
+
+struct TappedModel::State {
+  torch::jit::Module module;
+  std::shared_ptr<torch::jit::Graph> graph;
+  std::unique_ptr<torch::jit::GraphFunction> function;   // The rewritten forward.
+  std::unique_ptr<torch::jit::GraphFunction> reference;  // The untouched forward, inlined.
+  std::vector<LayerSite> sites;        // Indexed by layer id.
+  std::vector<c10::IValue> extra_args;  // Defaults of forward's arguments after the first.
+  int tap_sites = 0;
+  int64_t session = 0;
+  int64_t total_parameters = 0;
+};
+
+TappedModel::TappedModel(std::unique_ptr<State> state) : state_(std::move(state)) {}
+TappedModel::TappedModel(TappedModel&&) noexcept = default;
+TappedModel& TappedModel::operator=(TappedModel&&) noexcept = default;
+TappedModel::~TappedModel() = default;
+
+int TappedModel::tap_sites() const { return state_->tap_sites; }
+int64_t TappedModel::total_parameters() const { return state_->total_parameters; }
+std::shared_ptr<torch::jit::Graph> TappedModel::graph() const { return state_->graph; }
+
+absl::StatusOr<TappedModel> TappedModel::Create(const torch::jit::Module& module) {
+  auto state = std::make_unique<State>();
+  state->module = module;
+  state->session = next_session.fetch_add(1);
+
+  c10::optional<torch::jit::Method> forward = module.find_method("forward");
+  if (!forward.has_value()) {
+    return JobFailure(absl::StatusCode::kInvalidArgument, reason::kInvalidModel,
+                      "the model has no forward method");
+  }
+  // forward(self, x, ...): later arguments must have defaults, since we pass one tensor.
+  const c10::FunctionSchema& schema = forward->function().getSchema();
+  if (schema.arguments().size() < 2) {
+    return JobFailure(absl::StatusCode::kInvalidArgument, reason::kInputMismatch,
+                      "the model's forward takes no input");
+  }
+  for (size_t i = 2; i < schema.arguments().size(); ++i) {
+    const c10::Argument& argument = schema.arguments()[i];
+    if (!argument.default_value().has_value()) {
+      return JobFailure(absl::StatusCode::kInvalidArgument, reason::kInputMismatch,
+                        absl::StrCat("the model's forward needs argument '", argument.name(),
+                                     "' besides the input; ompq passes one input tensor"));
+    }
+    state->extra_args.push_back(*argument.default_value());
+  }
+
+  absl::Status rewritten = CallTorch(
+      absl::StatusCode::kInternal, reason::kInternal, "cannot rewrite the forward graph", [&] {
+        state->graph = forward->graph()->copy();
+        torch::jit::Inline(*state->graph);
+        // The untouched graph runs as the rewritten one will (SIMPLE executor, inlined):
+        // module.forward()'s first call pays the profiling executor's set-up, seconds
+        // on large models, for a check that should be cheap.
+        state->reference = std::make_unique<torch::jit::GraphFunction>(
+            "ompq_reference_forward", state->graph->copy(), nullptr,
+            torch::jit::ExecutorExecutionMode::SIMPLE);
+        torch::jit::Graph& graph = *state->graph;
+        const Value* self = graph.inputs()[0];
+
+        std::vector<Node*> layer_nodes;
+        FindLayerNodes(graph.block(), layer_nodes);
+        std::unordered_map<std::string, int64_t> layer_ids;
+        const c10::Symbol tap_symbol = c10::Symbol::fromQualString(kTapOp);
+        for (Node* node : layer_nodes) {
+          std::optional<std::vector<std::string>> path = AttributePath(node->input(1), self);
+          if (!path.has_value()) continue;
+          std::optional<torch::Tensor> weight = ResolveParameter(module, *path);
+          if (!weight.has_value() || weight->dim() < 2) continue;
+          std::string kind = LayerKind(node);
+          if (kind == "conv") {
+            if (weight->dim() < 3 || weight->dim() > 5) continue;
+            kind = absl::StrCat("conv", weight->dim() - 2, "d");
+          }
+          const std::string name = LayerName(*path);
+          auto [it, inserted] = layer_ids.emplace(name, static_cast<int64_t>(state->sites.size()));
+          // The value to tap: the op's output, or the BatchNorm output when a BatchNorm
+          // is its only consumer (the value a BN-folded layer produces).
+          Value* tapped = node->output();
+          bool after_batch_norm = false;
+          if (Node* batch_norm = SoleBatchNormConsumer(tapped)) {
+            tapped = batch_norm->output();
+            after_batch_norm = true;
+          }
+          if (inserted) state->sites.push_back({name, kind, *weight, after_batch_norm});
+          ++state->tap_sites;
+
+          torch::jit::WithInsertPoint insert_point(tapped->node()->next());
+          Value* session = graph.insertConstant(state->session);
+          Value* id = graph.insertConstant(it->second);
+          Node* tap = graph.insertNode(graph.create(tap_symbol, {tapped, session, id}, 1));
+          tap->output()->setType(tapped->type());
+          tapped->replaceAllUsesWith(tap->output());
+          tap->replaceInput(0, tapped);
+        }
+        graph.lint();
+        // SIMPLE: run the graph as written; profiling and fusion would only add time to
+        // a pass that runs once or twice.
+        state->function = std::make_unique<torch::jit::GraphFunction>(
+            "ompq_tapped_forward", state->graph, nullptr,
+            torch::jit::ExecutorExecutionMode::SIMPLE);
+
+        std::unordered_set<const c10::TensorImpl*> seen;
+        for (const torch::Tensor& parameter : module.parameters(/*recurse=*/true)) {
+          if (seen.insert(parameter.unsafeGetTensorImpl()).second) {
+            state->total_parameters += parameter.numel();
+          }
+        }
+      });
+  RETURN_IF_ERROR(rewritten);
+  if (state->sites.empty()) {
+    return JobFailure(absl::StatusCode::kInvalidArgument, reason::kNoQuantizableLayers,
+                      "the model's forward has no Conv1d/Conv2d/Conv3d or Linear layer whose "
+                      "weight is a module parameter");
+  }
+  return TappedModel(std::move(state));
+}
+
+absl::Status TappedModel::CheckAgainstModel(const torch::Tensor& inputs, int64_t seed,
+                                           std::string* skipped) const {
+  // One sample exercises every op of the graph at a small fraction of the batch's cost.
+  const torch::Tensor sample = inputs.narrow(0, 0, 1);
+  std::vector<c10::IValue> args = {state_->module._ivalue(), sample};
+  args.insert(args.end(), state_->extra_args.begin(), state_->extra_args.end());
+
+  c10::IValue expected, got;
+  absl::Status model_ran = CallTorch(absl::StatusCode::kInvalidArgument, reason::kInputMismatch,
+                                     "the model rejects a batch of one sample", [&] {
+                                       torch::manual_seed(seed);
+                                       expected = (*state_->reference)(args);
+                                     });
+  if (!model_ran.ok()) {
+    // Models may insist on their batch size (a traced reshape, say): the full batch
+    // decides whether the inputs fit, so this check gives way.
+    if (skipped != nullptr) *skipped = std::string(model_ran.message());
+    return absl::OkStatus();
+  }
+  RETURN_IF_ERROR(CallTorch(absl::StatusCode::kInternal, reason::kInternal,
+                            "the rewritten forward graph failed where the model ran", [&] {
+                              torch::manual_seed(seed);
+                              got = (*state_->function)(args);
+                            }));
+  if (!SameOutputs(expected, got)) {
+    return JobFailure(absl::StatusCode::kInternal, reason::kInternal,
+                      "the rewritten forward graph computes a different output than the "
+                      "model (is the model nondeterministic?)");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<LayerFeatures> TappedModel::Collect(const torch::Tensor& inputs, int64_t seed,
+                                                   const TapProgressFn& progress) const {
+  GramCollector collector(state_->sites, inputs.size(0), state_->tap_sites, progress);
+  std::vector<c10::IValue> args = {state_->module._ivalue(), inputs};
+  args.insert(args.end(), state_->extra_args.begin(), state_->extra_args.end());
+  absl::Status ran;
+  {
+    SessionScope scope(state_->session, &collector);
+    ran = CallTorch(absl::StatusCode::kInvalidArgument, reason::kInputMismatch,
+                    absl::StrCat("the model rejects inputs of shape ", ShapeString(inputs)), [&] {
+                      torch::manual_seed(seed);
+                      (*state_->function)(args);
+                    });
+  }
+  if (collector.cancelled()) {
+    return JobFailure(absl::StatusCode::kCancelled, reason::kCancelled, "the search was cancelled");
+  }
+  RETURN_IF_ERROR(collector.status());
+  RETURN_IF_ERROR(ran);
+  ASSIGN_OR_RETURN(LayerFeatures features, collector.Finish());
+  if (features.layers.empty()) {
+    return JobFailure(absl::StatusCode::kInvalidArgument, reason::kNoQuantizableLayers,
+                      absl::StrCat("none of the model's ", state_->sites.size(),
+                                   " layers ran in the forward pass"));
+  }
+  return features;
+}
+
+}  // namespace ompq::engine
