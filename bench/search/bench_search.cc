@@ -100,8 +100,9 @@ std::pair<LoadedModel, torch::Tensor> LoadForForward(const Args& args) {
   if (!model.ok()) Die(model.status());
   absl::StatusOr<CalibrationData> calibration = ompq::engine::LoadCalibrationFile(args.calib);
   if (!calibration.ok()) Die(calibration.status());
-  torch::Tensor inputs = calibration->inputs.narrow(
-      0, 0, std::min<int64_t>(calibration->inputs.size(0), args.samples)).clone();
+  torch::Tensor inputs =
+      calibration->inputs.narrow(0, 0, std::min<int64_t>(calibration->inputs.size(0), args.samples))
+          .clone();
   return {std::move(*model), inputs};
 }
 
@@ -143,11 +144,11 @@ std::string RunCommand(const std::string& command) {
 ChildResult MeasureInChild(const Args& args, const std::string& what) {
   // popen runs a shell, whose /proc/self/exe is the shell: resolve ours first.
   const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
-  const std::string command = absl::StrCat(
-      Quote(self), " --child ", what, " --samples ", args.samples, " --size ",
-      args.size_budget, " ", Quote(args.model), " ", Quote(args.calib));
-  std::vector<std::string> fields = absl::StrSplit(
-      absl::StripAsciiWhitespace(RunCommand(command)), ' ', absl::SkipEmpty());
+  const std::string command =
+      absl::StrCat(Quote(self), " --child ", what, " --samples ", args.samples, " --size ",
+                   args.size_budget, " ", Quote(args.model), " ", Quote(args.calib));
+  std::vector<std::string> fields =
+      absl::StrSplit(absl::StripAsciiWhitespace(RunCommand(command)), ' ', absl::SkipEmpty());
   ChildResult result;
   if (fields.size() != 3 || !absl::SimpleAtod(fields[0], &result.base_mib) ||
       !absl::SimpleAtod(fields[1], &result.peak_mib) ||
@@ -249,20 +250,20 @@ int main(int argc, char** argv) {
 
   const nlohmann::json& timings = last_report["timings_seconds"];
   std::printf("model %s: %zu layers, %lld parameters, N=%d, threads=%d, budget %lld bytes\n",
-              args.model.c_str(), last_report["layers"].size(),
-              static_cast<long long>(parameters), args.samples, at::get_num_threads(),
-              static_cast<long long>(args.size_budget));
+              args.model.c_str(), last_report["layers"].size(), static_cast<long long>(parameters),
+              args.samples, at::get_num_threads(), static_cast<long long>(args.size_budget));
   std::printf("  forward pass      min %.3f s, median %.3f s of %d warm runs; first call %.3f s\n",
               forward, Median(forward_seconds), args.repeats, cold_forward);
-  std::printf("  search            min %.3f s, median %.3f s of %d runs (load to report)\n",
-              search, Median(search_seconds), args.repeats);
-  std::printf("  time ratio        %.2fx a warm forward pass (min/min), %.2fx (median/median), "
-              "%.2fx the first call\n",
-              search / forward, Median(search_seconds) / Median(forward_seconds),
-              search / cold_forward);
-  std::printf("  CPU time ratio    %.2fx (min CPU seconds, all threads: search %.3f s, forward "
-              "%.3f s)\n",
-              Min(search_cpu) / Min(forward_cpu), Min(search_cpu), Min(forward_cpu));
+  std::printf("  search            min %.3f s, median %.3f s of %d runs (load to report)\n", search,
+              Median(search_seconds), args.repeats);
+  std::printf(
+      "  time ratio        %.2fx a warm forward pass (min/min), %.2fx (median/median), "
+      "%.2fx the first call\n",
+      search / forward, Median(search_seconds) / Median(forward_seconds), search / cold_forward);
+  std::printf(
+      "  CPU time ratio    %.2fx (min CPU seconds, all threads: search %.3f s, forward "
+      "%.3f s)\n",
+      Min(search_cpu) / Min(forward_cpu), Min(search_cpu), Min(forward_cpu));
   std::printf("    last search     analyze %.3f s, orthogonality %.3f s, solve %.3f s\n",
               timings["analyze"].get<double>(), timings["orthogonality"].get<double>(),
               timings["solve"].get<double>());
@@ -278,16 +279,17 @@ int main(int argc, char** argv) {
                   (forward_memory.peak_mib - forward_memory.base_mib));
 
   if (!args.baseline.empty()) {
-    const std::string output = RunCommand(absl::StrCat(
-        "/usr/bin/python3 ", Quote(args.baseline), " ", Quote(args.model), " ",
-        Quote(args.calib), " --samples ", args.samples, " --size ", args.size_budget));
+    const std::string output = RunCommand(
+        absl::StrCat("/usr/bin/python3 ", Quote(args.baseline), " ", Quote(args.model), " ",
+                     Quote(args.calib), " --samples ", args.samples, " --size ", args.size_budget));
     const nlohmann::json baseline = nlohmann::json::parse(output.substr(output.rfind("\n{") + 1));
     const double public_seconds = baseline["total_seconds"];
-    std::printf("  public way        %.3f s (features %.3f s, ORM %.3f s, SLSQP %.3f s), "
-                "peak RSS %.0f MiB; its own forward pass %.3f s\n",
-                public_seconds, baseline["features_seconds"].get<double>(),
-                baseline["orm_seconds"].get<double>(), baseline["slsqp_seconds"].get<double>(),
-                baseline["peak_rss_mib"].get<double>(), baseline["forward_seconds"].get<double>());
+    std::printf(
+        "  public way        %.3f s (features %.3f s, ORM %.3f s, SLSQP %.3f s), "
+        "peak RSS %.0f MiB; its own forward pass %.3f s\n",
+        public_seconds, baseline["features_seconds"].get<double>(),
+        baseline["orm_seconds"].get<double>(), baseline["slsqp_seconds"].get<double>(),
+        baseline["peak_rss_mib"].get<double>(), baseline["forward_seconds"].get<double>());
     std::printf("  search vs public  %.1fx faster, %.2fx the peak RSS\n", public_seconds / search,
                 search_memory.peak_mib / baseline["peak_rss_mib"].get<double>());
   }

@@ -27,10 +27,15 @@ class FileSniffTest : public ::testing::Test {
 TEST_F(FileSniffTest, RecognisesCommonFiles) {
   EXPECT_EQ(Sniff("").kind, FileKind::kEmpty);
   EXPECT_EQ(Sniff(std::string("\x93NUMPY\x01\x00", 8)).kind, FileKind::kNpy);
-  EXPECT_EQ(Sniff(std::string("\x7f" "ELF\x02\x01\x01\x00", 8)).kind, FileKind::kElf);
+  EXPECT_EQ(Sniff(std::string("\x7f"
+                              "ELF\x02\x01\x01\x00",
+                              8))
+                .kind,
+            FileKind::kElf);
   EXPECT_EQ(Sniff(std::string("\x80\x04\x95\x00", 4)).kind, FileKind::kPickle);
-  EXPECT_EQ(Sniff(std::string("\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19\x2e", 15)).kind,
-            FileKind::kLegacyTorchSave);
+  EXPECT_EQ(
+      Sniff(std::string("\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19\x2e", 15)).kind,
+      FileKind::kLegacyTorchSave);
   FileSniff text = Sniff("import torch\nprint(1)\n");
   EXPECT_EQ(text.kind, FileKind::kText);
   EXPECT_NE(text.description.find("import torch"), std::string::npos) << text.description;

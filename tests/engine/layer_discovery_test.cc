@@ -30,7 +30,8 @@ TEST_P(LayerDiscoveryTest, MatchesIndependentComputation) {
   c10::InferenceMode inference_mode;
   const Case& c = GetParam();
   const nlohmann::json expected = Expected(c.model);
-  absl::StatusOr<LoadedModel> model = LoadTorchScriptModel(ModelFile(std::string(c.model) + ".pt"), "cpu");
+  absl::StatusOr<LoadedModel> model =
+      LoadTorchScriptModel(ModelFile(std::string(c.model) + ".pt"), "cpu");
   ASSERT_TRUE(model.ok()) << model.status();
   absl::StatusOr<CalibrationData> calibration = LoadCalibrationFile(ModelFile(c.calibration));
   ASSERT_TRUE(calibration.ok()) << calibration.status();
@@ -38,11 +39,6 @@ TEST_P(LayerDiscoveryTest, MatchesIndependentComputation) {
 
   absl::StatusOr<TappedModel> tapped = TappedModel::Create(model->module);
   ASSERT_TRUE(tapped.ok()) << tapped.status();
-  std::string skipped;
-  ASSERT_TRUE(tapped->CheckAgainstModel(inputs, 0, &skipped).ok());
-  EXPECT_TRUE(skipped.empty()) << skipped;
-  EXPECT_EQ(tapped->total_parameters(), expected["total_parameters"].get<int64_t>());
-
   // One ompq::tap per site in the rewritten graph.
   int taps = 0;
   std::function<void(torch::jit::Block*)> count = [&](torch::jit::Block* block) {
@@ -55,15 +51,22 @@ TEST_P(LayerDiscoveryTest, MatchesIndependentComputation) {
   EXPECT_EQ(taps, tapped->tap_sites());
 
   int progress_calls = 0;
-  absl::StatusOr<LayerFeatures> features =
-      tapped->Collect(inputs, 0, [&](int measured, int sites) {
-        ++progress_calls;
-        EXPECT_EQ(measured, progress_calls);
-        EXPECT_EQ(sites, tapped->tap_sites());
-        return true;
-      });
+  absl::StatusOr<LayerFeatures> features = tapped->Collect(inputs, 0, [&](int measured, int sites) {
+    ++progress_calls;
+    EXPECT_EQ(measured, progress_calls);
+    EXPECT_EQ(sites, tapped->tap_sites());
+    return true;
+  });
   ASSERT_TRUE(features.ok()) << features.status();
   EXPECT_EQ(features->samples, kSamples);
+  // The rewritten graph's output matches the untouched graph's on the first samples.
+  std::string skipped;
+  EXPECT_TRUE(tapped->CheckAgainstModel(inputs, features->output, 0, &skipped).ok());
+  EXPECT_TRUE(skipped.empty()) << skipped;
+  // ... and the check notices an output that is not the model's.
+  const c10::IValue wrong = features->output.toTensor() + 1.0;
+  absl::Status mismatch = tapped->CheckAgainstModel(inputs, wrong, 0);
+  EXPECT_EQ(mismatch.code(), absl::StatusCode::kInternal) << mismatch;
 
   const nlohmann::json& layers = expected["layers"];
   ASSERT_EQ(features->layers.size(), layers.size());
@@ -137,19 +140,24 @@ TEST(LayerDiscoveryCollectTest, NoLayersAndRejectedInputs) {
   ASSERT_TRUE(model.ok());
   absl::StatusOr<TappedModel> tapped = TappedModel::Create(model->module);
   ASSERT_TRUE(tapped.ok());
-  // The one-sample check gives way to the full batch, saying why.
+  // The check gives way when the model rejects the inputs, saying why; the full pass
+  // reports the mismatch with the model's own message and the shape.
   std::string skipped;
-  EXPECT_TRUE(tapped->CheckAgainstModel(torch::randn({8, 5, 16, 16}), 0, &skipped).ok());
+  EXPECT_TRUE(
+      tapped->CheckAgainstModel(torch::randn({8, 5, 16, 16}), c10::IValue(), 0, &skipped).ok());
   EXPECT_NE(skipped.find("to have 3 channels, but got 5 channels"), std::string::npos) << skipped;
   status = tapped->Collect(torch::randn({8, 5, 16, 16}), 0, nullptr).status();
   EXPECT_EQ(ReasonOf(status), reason::kInputMismatch) << status;
   EXPECT_NE(status.message().find("inputs of shape [8, 5, 16, 16]"), absl::string_view::npos)
       << status;
   EXPECT_NE(status.message().find("to have 3 channels, but got 5 channels"),
-            absl::string_view::npos) << status;
-  // A good batch passes the check without skipping it.
+            absl::string_view::npos)
+      << status;
   skipped.clear();
-  EXPECT_TRUE(tapped->CheckAgainstModel(torch::randn({8, 3, 16, 16}), 0, &skipped).ok());
+  const torch::Tensor good = torch::randn({8, 3, 16, 16});
+  absl::StatusOr<LayerFeatures> features = tapped->Collect(good, 0, nullptr);
+  ASSERT_TRUE(features.ok()) << features.status();
+  EXPECT_TRUE(tapped->CheckAgainstModel(good, features->output, 0, &skipped).ok());
   EXPECT_TRUE(skipped.empty()) << skipped;
 }
 

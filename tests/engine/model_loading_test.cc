@@ -75,8 +75,8 @@ TEST(ModelLoadingTest, GraphWalkFindsDeniedOps) {
 }
 
 TEST(ModelLoadingTest, OpAllowlist) {
-  for (const char* op : {"aten::conv2d", "aten::linear", "aten::add_", "prim::If",
-                         "prim::GetAttr", "prim::Print", "aten::warn"}) {
+  for (const char* op : {"aten::conv2d", "aten::linear", "aten::add_", "prim::If", "prim::GetAttr",
+                         "prim::Print", "aten::warn"}) {
     EXPECT_TRUE(IsAllowedOp(op)) << op;
   }
   for (const char* op : {"aten::from_file", "aten::save", "prim::rpc_async", "prim::rpc_sync",

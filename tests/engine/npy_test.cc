@@ -21,7 +21,8 @@ std::string Npy(const std::string& dict, const std::string& data, int major = 1)
   out += static_cast<char>(major);
   out += '\0';
   const size_t length = header.size();
-  for (size_t i = 0; i < (major == 1 ? 2u : 4u); ++i) out += static_cast<char>((length >> (8 * i)) & 0xff);
+  for (size_t i = 0; i < (major == 1 ? 2u : 4u); ++i)
+    out += static_cast<char>((length >> (8 * i)) & 0xff);
   return out + header + data;
 }
 
@@ -56,8 +57,8 @@ TEST(NpyTest, ParsesFloat32CArray) {
 
 TEST(NpyTest, ParsesVersion2FortranBigEndianAndOddSpacing) {
   const std::string data(8 * 3, '\x01');
-  absl::StatusOr<NpyArray> array = ParseNpy(
-      Npy("{\"shape\":(3,),\"fortran_order\":True,\"descr\":\">i8\"}", data, /*major=*/2));
+  absl::StatusOr<NpyArray> array =
+      ParseNpy(Npy("{\"shape\":(3,),\"fortran_order\":True,\"descr\":\">i8\"}", data, /*major=*/2));
   ASSERT_TRUE(array.ok()) << array.status();
   EXPECT_EQ(array->dtype, NpyDtype::kInt64);
   EXPECT_TRUE(array->big_endian);
@@ -66,8 +67,8 @@ TEST(NpyTest, ParsesVersion2FortranBigEndianAndOddSpacing) {
 }
 
 TEST(NpyTest, ParsesScalarsEmptyArraysAndEveryDtype) {
-  absl::StatusOr<NpyArray> scalar =
-      ParseNpy(Npy("{'descr': '<f8', 'fortran_order': False, 'shape': (), }", std::string(8, '\0')));
+  absl::StatusOr<NpyArray> scalar = ParseNpy(
+      Npy("{'descr': '<f8', 'fortran_order': False, 'shape': (), }", std::string(8, '\0')));
   ASSERT_TRUE(scalar.ok()) << scalar.status();
   EXPECT_TRUE(scalar->shape.empty());
   EXPECT_EQ(scalar->NumElements(), 1);
@@ -78,15 +79,15 @@ TEST(NpyTest, ParsesScalarsEmptyArraysAndEveryDtype) {
   EXPECT_EQ(empty->NumElements(), 0);
 
   const std::pair<const char*, NpyDtype> cases[] = {
-      {"|b1", NpyDtype::kBool},   {"|i1", NpyDtype::kInt8},     {"|u1", NpyDtype::kUInt8},
-      {"<i2", NpyDtype::kInt16},  {"<u2", NpyDtype::kUInt16},   {"<i4", NpyDtype::kInt32},
-      {"<u4", NpyDtype::kUInt32}, {"<u8", NpyDtype::kUInt64},   {"<f2", NpyDtype::kFloat16},
+      {"|b1", NpyDtype::kBool},   {"|i1", NpyDtype::kInt8},   {"|u1", NpyDtype::kUInt8},
+      {"<i2", NpyDtype::kInt16},  {"<u2", NpyDtype::kUInt16}, {"<i4", NpyDtype::kInt32},
+      {"<u4", NpyDtype::kUInt32}, {"<u8", NpyDtype::kUInt64}, {"<f2", NpyDtype::kFloat16},
   };
   for (const auto& [descr, dtype] : cases) {
     const int size = descr[2] - '0';
-    absl::StatusOr<NpyArray> array = ParseNpy(Npy(
-        std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': (2,), }",
-        std::string(2 * size, '\0')));
+    absl::StatusOr<NpyArray> array = ParseNpy(
+        Npy(std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': (2,), }",
+            std::string(2 * size, '\0')));
     ASSERT_TRUE(array.ok()) << descr << ": " << array.status();
     EXPECT_EQ(array->dtype, dtype) << descr;
     EXPECT_STRNE(NpyDtypeName(array->dtype), "unknown");
@@ -104,13 +105,15 @@ TEST(NpyTest, RefusesMalformedHeaders) {
   ExpectInvalid(Npy("{'descr': '|O', 'fortran_order': False, 'shape': (4,), }", four), "|O");
   ExpectInvalid(Npy("{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (4,), }", four),
                 "structured");
-  ExpectInvalid(Npy("{'descr': '<f4', 'fortran_order': 0, 'shape': (4,), }", four), "True or False");
+  ExpectInvalid(Npy("{'descr': '<f4', 'fortran_order': 0, 'shape': (4,), }", four),
+                "True or False");
   ExpectInvalid(Npy("{'descr': '<f4', 'fortran_order': False, 'shape': (-4,), }", four), "shape");
   ExpectInvalid(Npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4, , ), }", four), "shape");
   ExpectInvalid(Npy("{'descr': '<f4', 'fortran_order': False, 'shape': [4], }", four), "shape");
   ExpectInvalid(Npy("{'descr': '<f4', 'fortran_order': False, }", four), "lacks");
-  ExpectInvalid(Npy("{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (4,), }", four),
-                "repeated");
+  ExpectInvalid(
+      Npy("{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (4,), }", four),
+      "repeated");
   ExpectInvalid(Npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4,), 'x': 1}", four),
                 "'x'");
   ExpectInvalid(Npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4,)} extra", four),
@@ -119,11 +122,17 @@ TEST(NpyTest, RefusesMalformedHeaders) {
   ExpectInvalid(Npy("{'descr': '<f4, 'fortran_order': False, 'shape': (4,), }", four), "");
   // Element counts that overflow int64 or the byte count.
   ExpectInvalid(Npy("{'descr': '<f4', 'fortran_order': False, 'shape': "
-                    "(4294967296, 4294967296, 4), }", four), "too many");
+                    "(4294967296, 4294967296, 4), }",
+                    four),
+                "too many");
   ExpectInvalid(Npy("{'descr': '<f4', 'fortran_order': False, 'shape': "
-                    "(99999999999999999999,), }", four), "shape");
+                    "(99999999999999999999,), }",
+                    four),
+                "shape");
   ExpectInvalid(Npy("{'descr': '<f8', 'fortran_order': False, 'shape': "
-                    "(2305843009213693952,), }", four), "too many");
+                    "(2305843009213693952,), }",
+                    four),
+                "too many");
 }
 
 TEST(NpyTest, RefusesDataOfTheWrongLength) {

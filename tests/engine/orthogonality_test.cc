@@ -68,8 +68,8 @@ TEST(OrthogonalityTest, CoefficientsAreSuffixMeans) {
 }
 
 TEST(OrthogonalityTest, ConstantLayerIsOrthogonalToAll) {
-  absl::StatusOr<Orthogonality> result = ComputeOrthogonality(
-      {TwoSampleGram(1), {0, 0, 0, 0}, TwoSampleGram(2)}, 2, 1.0);
+  absl::StatusOr<Orthogonality> result =
+      ComputeOrthogonality({TwoSampleGram(1), {0, 0, 0, 0}, TwoSampleGram(2)}, 2, 1.0);
   ASSERT_TRUE(result.ok());
   EXPECT_EQ(result->constant_layers, std::vector<int>{1});
   EXPECT_DOUBLE_EQ(result->orm[1][1], 1.0);

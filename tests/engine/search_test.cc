@@ -43,8 +43,8 @@ double ExhaustiveOptimum(const nlohmann::json& report, const std::vector<int>& c
     int64_t bits_total = 0;
     double objective = 0;
     for (size_t i = 0; i < layers.size(); ++i) {
-      const int bits = layers[i]["pinned"].get<bool>() ? layers[i]["bits"].get<int>()
-                                                       : candidates[choice[i]];
+      const int bits =
+          layers[i]["pinned"].get<bool>() ? layers[i]["bits"].get<int>() : candidates[choice[i]];
       bits_total += layers[i]["params"].get<int64_t>() * bits;
       objective += layers[i]["coefficient"].get<double>() * bits;
     }
@@ -131,14 +131,15 @@ TEST(SearchTest, ReportFollowsTheContract) {
     objective += layer["coefficient"].get<double>() * layer["bits"].get<int>();
   }
   const nlohmann::json& result = report["result"];
-  EXPECT_EQ(result["size_bytes"], (bits_total + 7) / 8 + report["model"]["other_bytes"].get<int64_t>());
+  EXPECT_EQ(result["size_bytes"],
+            (bits_total + 7) / 8 + report["model"]["other_bytes"].get<int64_t>());
   EXPECT_LE(result["size_bytes"].get<int64_t>(), 7000);
   EXPECT_EQ(result["bops"], bops);
   EXPECT_NEAR(result["objective"].get<double>(), objective, 1e-9);
   EXPECT_GE(result["lp_bound"].get<double>(), result["objective"].get<double>() - 1e-9);
 
-  for (const char* key : {"analyze", "orthogonality", "solve", "finetune", "evaluate", "export",
-                          "total"}) {
+  for (const char* key :
+       {"analyze", "orthogonality", "solve", "finetune", "evaluate", "export", "total"}) {
     ASSERT_TRUE(report["timings_seconds"].contains(key)) << key;
     EXPECT_GE(report["timings_seconds"][key].get<double>(), 0.0) << key;
   }
@@ -197,7 +198,8 @@ TEST(SearchTest, ProgressCoversTheStagesInOrder) {
         return true;
       });
   ASSERT_TRUE(result.ok()) << result.status();
-  EXPECT_EQ(stages, (std::vector<Stage>{Stage::kAnalyzing, Stage::kOrthogonality, Stage::kSolving}));
+  EXPECT_EQ(stages,
+            (std::vector<Stage>{Stage::kAnalyzing, Stage::kOrthogonality, Stage::kSolving}));
 }
 
 TEST(SearchTest, CancelsInEveryStage) {

@@ -66,8 +66,8 @@ TEST(TensorIoTest, NumpyLayoutsAndDtypes) {
   const Case cases[] = {
       {"npy_f4.npy", torch::kFloat, 0},
       {"npy_f8_fortran.npy", torch::kFloat, 0},  // float64 becomes float32
-      {"npy_i4_big.npy", torch::kInt, 0},       // big-endian, byte-swapped
-      {"npy_u2.npy", torch::kInt, 65500},       // uint16 widened to int32, no sign wrap
+      {"npy_i4_big.npy", torch::kInt, 0},        // big-endian, byte-swapped
+      {"npy_u2.npy", torch::kInt, 65500},        // uint16 widened to int32, no sign wrap
       {"npy_u1.npy", torch::kByte, 0},
   };
   for (const Case& c : cases) {
@@ -75,8 +75,8 @@ TEST(TensorIoTest, NumpyLayoutsAndDtypes) {
     ASSERT_TRUE(data.inputs.defined()) << c.name;
     EXPECT_EQ(data.inputs.scalar_type(), c.type) << c.name;
     EXPECT_TRUE(data.inputs.is_contiguous()) << c.name;
-    EXPECT_TRUE(torch::equal(data.inputs.to(torch::kLong), arange + c.offset))
-        << c.name << "\n" << data.inputs;
+    EXPECT_TRUE(torch::equal(data.inputs.to(torch::kLong), arange + c.offset)) << c.name << "\n"
+                                                                               << data.inputs;
   }
 }
 

@@ -50,8 +50,7 @@ bool LooksLikeText(absl::string_view head) {
 std::string HexPrefix(absl::string_view head) {
   std::string hex;
   for (size_t i = 0; i < std::min<size_t>(head.size(), 8); ++i) {
-    absl::StrAppendFormat(&hex, "%s%02x", i == 0 ? "" : " ",
-                          static_cast<unsigned char>(head[i]));
+    absl::StrAppendFormat(&hex, "%s%02x", i == 0 ? "" : " ", static_cast<unsigned char>(head[i]));
   }
   return hex;
 }
@@ -67,17 +66,16 @@ std::string TextPrefix(absl::string_view head) {
 FileSniff DescribeZip(const std::string& path, uint64_t file_size) {
   absl::StatusOr<std::vector<std::string>> entries = ListZipEntries(path);
   if (!entries.ok()) {
-    return {FileKind::kOtherBinary,
-            absl::StrFormat("a damaged zip archive (%d bytes): %s", file_size,
-                            entries.status().message())};
+    return {FileKind::kOtherBinary, absl::StrFormat("a damaged zip archive (%d bytes): %s",
+                                                    file_size, entries.status().message())};
   }
   bool has_code = false, has_data_pkl = false;
   size_t npy_members = 0;
   for (const std::string& name : *entries) {
     // TorchScript and torch.save() archives keep everything under one "<prefix>/" folder.
     size_t slash = name.find('/');
-    absl::string_view rest =
-        slash == std::string::npos ? absl::string_view() : absl::string_view(name).substr(slash + 1);
+    absl::string_view rest = slash == std::string::npos ? absl::string_view()
+                                                        : absl::string_view(name).substr(slash + 1);
     if (absl::StartsWith(rest, "code/")) has_code = true;
     if (rest == "data.pkl") has_data_pkl = true;
     if (absl::EndsWith(name, ".npy")) ++npy_members;
@@ -105,7 +103,8 @@ absl::StatusOr<std::string> ReadFileBytes(const std::string& path, uint64_t max_
     return absl::NotFoundError(absl::StrCat("no regular file at '", path, "'"));
   }
   uint64_t size = std::filesystem::file_size(path, error);
-  if (error) return absl::NotFoundError(absl::StrCat("cannot stat '", path, "': ", error.message()));
+  if (error)
+    return absl::NotFoundError(absl::StrCat("cannot stat '", path, "': ", error.message()));
   if (size > max_bytes) {
     return absl::ResourceExhaustedError(
         absl::StrFormat("'%s' has %d bytes, more than the limit of %d", path, size, max_bytes));
@@ -141,14 +140,14 @@ absl::StatusOr<std::string> ReadZipEntry(const std::string& path, const std::str
     return absl::NotFoundError(absl::StrCat("no entry '", name, "' in the zip archive"));
   }
   if (stat.size > max_bytes) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "zip entry '%s' expands to %d bytes, more than the limit of %d", name, stat.size,
-        max_bytes));
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("zip entry '%s' expands to %d bytes, more than the limit of %d", name,
+                        stat.size, max_bytes));
   }
   zip_file_t* file = zip_fopen(archive->get(), name.c_str(), 0);
   if (file == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot open zip entry '", name,
-                                                   "': ", zip_strerror(archive->get())));
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot open zip entry '", name, "': ", zip_strerror(archive->get())));
   }
   std::string bytes(stat.size, '\0');
   zip_int64_t got = bytes.empty() ? 0 : zip_fread(file, bytes.data(), stat.size);
@@ -193,7 +192,9 @@ absl::StatusOr<FileSniff> SniffFile(const std::string& path) {
   if (h.size() >= 2 && h[0] == '\x80' && h[1] >= 2 && h[1] <= 5) {
     return FileSniff{FileKind::kPickle, "a Python pickle, not a TorchScript archive"};
   }
-  if (absl::StartsWith(h, "\x7f" "ELF")) {
+  if (absl::StartsWith(h,
+                       "\x7f"
+                       "ELF")) {
     return FileSniff{FileKind::kElf, "an ELF executable or shared library"};
   }
   struct Magic {
@@ -201,10 +202,16 @@ absl::StatusOr<FileSniff> SniffFile(const std::string& path) {
     const char* what;
   };
   static constexpr Magic kMagics[] = {
-      {"\x89PNG", "a PNG image"},          {"\xff\xd8\xff", "a JPEG image"},
-      {"GIF8", "a GIF image"},             {"%PDF", "a PDF document"},
-      {"\x1f\x8b", "a gzip-compressed file"}, {"\x89HDF", "an HDF5 file (Keras .h5?)"},
-      {"BZh", "a bzip2-compressed file"},  {"\xfd" "7zXZ", "an xz-compressed file"},
+      {"\x89PNG", "a PNG image"},
+      {"\xff\xd8\xff", "a JPEG image"},
+      {"GIF8", "a GIF image"},
+      {"%PDF", "a PDF document"},
+      {"\x1f\x8b", "a gzip-compressed file"},
+      {"\x89HDF", "an HDF5 file (Keras .h5?)"},
+      {"BZh", "a bzip2-compressed file"},
+      {"\xfd"
+       "7zXZ",
+       "an xz-compressed file"},
   };
   for (const Magic& magic : kMagics) {
     if (absl::StartsWith(h, magic.bytes)) {
@@ -215,17 +222,15 @@ absl::StatusOr<FileSniff> SniffFile(const std::string& path) {
   // name their producer near the start.
   if (h[0] == '\x08' && (absl::StrContains(h.substr(0, 256), "pytorch") ||
                          absl::StrContains(h.substr(0, 256), "onnx"))) {
-    return FileSniff{FileKind::kOtherBinary,
-                     "an ONNX model (protobuf), not a TorchScript archive"};
+    return FileSniff{FileKind::kOtherBinary, "an ONNX model (protobuf), not a TorchScript archive"};
   }
   if (LooksLikeText(h)) {
-    return FileSniff{FileKind::kText,
-                     absl::StrFormat("a text file (%d bytes, starts with \"%s\")", size,
-                                     TextPrefix(h))};
+    return FileSniff{FileKind::kText, absl::StrFormat("a text file (%d bytes, starts with \"%s\")",
+                                                      size, TextPrefix(h))};
   }
-  return FileSniff{FileKind::kOtherBinary,
-                   absl::StrFormat("unrecognised binary data (%d bytes, starts with %s)", size,
-                                   HexPrefix(h))};
+  return FileSniff{
+      FileKind::kOtherBinary,
+      absl::StrFormat("unrecognised binary data (%d bytes, starts with %s)", size, HexPrefix(h))};
 }
 
 }  // namespace ompq::engine

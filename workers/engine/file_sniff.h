@@ -23,7 +23,7 @@ enum class FileKind {
   kTorchSaveArchive,    // zip with <prefix>/data.pkl but no code/: torch.save() output
   kNpz,                 // zip whose members are .npy files
   kOtherZip,
-  kLegacyTorchSave,     // pre-1.6 torch.save(): pickle starting with torch's magic number
+  kLegacyTorchSave,  // pre-1.6 torch.save(): pickle starting with torch's magic number
   kPickle,
   kNpy,
   kElf,

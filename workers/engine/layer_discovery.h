@@ -25,8 +25,8 @@ namespace ompq::engine {
 
 /// One quantizable layer, as measured in the forward pass.
 struct LayerInfo {
-  std::string name;                   // State_dict module path ("layer1.0.conv1").
-  std::string kind;                   // "conv1d", "conv2d", "conv3d" or "linear".
+  std::string name;  // State_dict module path ("layer1.0.conv1").
+  std::string kind;  // "conv1d", "conv2d", "conv3d" or "linear".
   std::vector<int64_t> weight_shape;
   int64_t params = 0;                 // Weight elements.
   int64_t macs = 0;                   // Per input sample, summed over all calls.
@@ -40,6 +40,7 @@ struct LayerFeatures {
   std::vector<LayerInfo> layers;
   std::vector<std::vector<double>> grams;  // Centred Gram per layer: N*N, row-major.
   int64_t samples = 0;                     // N.
+  c10::IValue output;                      // The model's output on the batch.
 };
 
 /// Called after each layer's first call with the number of layers measured so far and
@@ -63,12 +64,13 @@ class TappedModel {
   /// The rewritten graph, for tests and diagnostics.
   std::shared_ptr<torch::jit::Graph> graph() const;
 
-  /// Runs the untouched model and the rewritten graph on the first sample of `inputs`
-  /// (taps idle) with the same seed and checks their outputs agree: INTERNAL when they
-  /// differ. When the model itself rejects a one-sample batch the check is skipped (OK)
-  /// and `skipped`, if given, receives the model's message: the full batch decides.
-  absl::Status CheckAgainstModel(const torch::Tensor& inputs, int64_t seed,
-                                 std::string* skipped = nullptr) const;
+  /// Runs the untouched (inlined) forward graph on the first two samples of `inputs`
+  /// and checks its output matches the first rows of `output`, what Collect() gave for
+  /// all of `inputs`: INTERNAL when they differ. When the model rejects the two-sample
+  /// batch, or its output has no batch dimension, the check is skipped (OK) and
+  /// `skipped`, if given, says why.
+  absl::Status CheckAgainstModel(const torch::Tensor& inputs, const c10::IValue& output,
+                                 int64_t seed, std::string* skipped = nullptr) const;
 
   /// One forward pass over `inputs` ([N, ...], N >= 2) measuring every layer that runs.
   /// INPUT_MISMATCH when the model throws, CANCELLED when `progress` says stop,

@@ -183,18 +183,30 @@ int64_t NpyArray::NumElements() const {
 
 const char* NpyDtypeName(NpyDtype dtype) {
   switch (dtype) {
-    case NpyDtype::kBool: return "bool";
-    case NpyDtype::kInt8: return "int8";
-    case NpyDtype::kUInt8: return "uint8";
-    case NpyDtype::kInt16: return "int16";
-    case NpyDtype::kUInt16: return "uint16";
-    case NpyDtype::kInt32: return "int32";
-    case NpyDtype::kUInt32: return "uint32";
-    case NpyDtype::kInt64: return "int64";
-    case NpyDtype::kUInt64: return "uint64";
-    case NpyDtype::kFloat16: return "float16";
-    case NpyDtype::kFloat32: return "float32";
-    case NpyDtype::kFloat64: return "float64";
+    case NpyDtype::kBool:
+      return "bool";
+    case NpyDtype::kInt8:
+      return "int8";
+    case NpyDtype::kUInt8:
+      return "uint8";
+    case NpyDtype::kInt16:
+      return "int16";
+    case NpyDtype::kUInt16:
+      return "uint16";
+    case NpyDtype::kInt32:
+      return "int32";
+    case NpyDtype::kUInt32:
+      return "uint32";
+    case NpyDtype::kInt64:
+      return "int64";
+    case NpyDtype::kUInt64:
+      return "uint64";
+    case NpyDtype::kFloat16:
+      return "float16";
+    case NpyDtype::kFloat32:
+      return "float32";
+    case NpyDtype::kFloat64:
+      return "float64";
   }
   return "unknown";
 }

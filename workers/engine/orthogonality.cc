@@ -25,13 +25,14 @@ std::vector<double> ObjectiveCoefficients(const std::vector<double>& importance)
   return coefficient;
 }
 
-absl::StatusOr<Orthogonality> ComputeOrthogonality(
-    const std::vector<std::vector<double>>& grams, int64_t n, double beta) {
+absl::StatusOr<Orthogonality> ComputeOrthogonality(const std::vector<std::vector<double>>& grams,
+                                                   int64_t n, double beta) {
   const size_t layers = grams.size();
   if (layers == 0) return absl::InvalidArgumentError("no Gram matrices");
   if (n < 1) return absl::InvalidArgumentError("sample count must be positive");
   if (!(beta >= 0) || !std::isfinite(beta)) {
-    return absl::InvalidArgumentError(absl::StrFormat("beta must be finite and >= 0, got %g", beta));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("beta must be finite and >= 0, got %g", beta));
   }
   const size_t entries = static_cast<size_t>(n) * static_cast<size_t>(n);
 

@@ -28,8 +28,8 @@ struct Orthogonality {
 /// ORM_ij = <K_i, K_j>_F / (||K_i||_F ||K_j||_F) for centred Gram matrices `grams` (each
 /// n*n, row-major), then gamma, importance and coefficients with temperature `beta`.
 /// INVALID_ARGUMENT for an empty list, wrong sizes, a negative beta or non-finite values.
-absl::StatusOr<Orthogonality> ComputeOrthogonality(
-    const std::vector<std::vector<double>>& grams, int64_t n, double beta);
+absl::StatusOr<Orthogonality> ComputeOrthogonality(const std::vector<std::vector<double>>& grams,
+                                                   int64_t n, double beta);
 
 /// theta_i = exp(-beta * (gamma_i - min_k gamma_k)): exp(-beta * gamma_i) divided by its
 /// maximum, computed in log space so that nothing underflows at large beta.

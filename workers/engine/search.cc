@@ -1,7 +1,7 @@
 #include "workers/engine/search.h"
 
-#include <re2/re2.h>
 #include <ATen/Parallel.h>
+#include <re2/re2.h>
 #include <torch/script.h>
 
 #include <algorithm>
@@ -54,15 +54,16 @@ absl::Status ValidateOptions(const SearchOptions& options) {
     }
   }
   if (options.act_bits < 1 || options.act_bits > 16) {
-    return absl::InvalidArgumentError(absl::StrCat("act_bits ", options.act_bits, " is outside 1..16"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("act_bits ", options.act_bits, " is outside 1..16"));
   }
   if (options.pin_first_last_bits < 0 || options.pin_first_last_bits > 16) {
     return absl::InvalidArgumentError("pin_first_last_bits must be 0 (none) or 1..16");
   }
   for (const auto& [pattern, bits] : options.pins) {
     if (bits < 1 || bits > 16) {
-      return absl::InvalidArgumentError(absl::StrCat("pin '", pattern, "': bits ", bits,
-                                                     " is outside 1..16"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("pin '", pattern, "': bits ", bits, " is outside 1..16"));
     }
     RE2 regex(pattern, RE2::Quiet);
     if (!regex.ok()) {
@@ -95,9 +96,8 @@ absl::StatusOr<torch::Tensor> SearchInputs(const CalibrationData& calibration, i
     const int64_t bad = (~torch::isfinite(inputs)).sum().item<int64_t>();
     if (bad > 0) {
       return JobFailure(absl::StatusCode::kInvalidArgument, reason::kNonFiniteInput,
-                        absl::StrCat("the first ", inputs.size(0),
-                                     " calibration inputs contain ", bad,
-                                     " NaN or Inf values"));
+                        absl::StrCat("the first ", inputs.size(0), " calibration inputs contain ",
+                                     bad, " NaN or Inf values"));
     }
   }
   return inputs.to(device);
@@ -126,7 +126,8 @@ PinPlan PlanPins(const SearchOptions& options, const std::vector<LayerInfo>& lay
         matched.push_back(layers[i].name);
       }
     }
-    if (matched.empty()) plan.warnings.push_back(absl::StrCat("pin '", pattern, "' matched no layer"));
+    if (matched.empty())
+      plan.warnings.push_back(absl::StrCat("pin '", pattern, "' matched no layer"));
     plan.pins_json.push_back({{"pattern", pattern}, {"bits", bits}, {"layers", matched}});
   }
   return plan;
@@ -147,7 +148,8 @@ absl::Status WriteFileAtomically(const std::filesystem::path& path, const std::s
   std::error_code error;
   std::filesystem::rename(temporary, path, error);
   if (error) {
-    return absl::InternalError(absl::StrCat("cannot rename to ", path.string(), ": ", error.message()));
+    return absl::InternalError(
+        absl::StrCat("cannot rename to ", path.string(), ": ", error.message()));
   }
   return absl::OkStatus();
 }
@@ -176,22 +178,22 @@ absl::StatusOr<SearchResult> RunSearch(const SearchOptions& options, const Progr
   calibration = {};  // Only the search samples are needed from here on.
   RETURN_IF_ERROR(report(Stage::kAnalyzing, 0.5, "finding the quantizable layers"));
   ASSIGN_OR_RETURN(TappedModel tapped, TappedModel::Create(model.module));
-  RETURN_IF_ERROR(report(Stage::kAnalyzing, 0.7, "checking the rewritten graph"));
-  std::string check_skipped;
-  RETURN_IF_ERROR(tapped.CheckAgainstModel(inputs, options.seed, &check_skipped));
   const double analyze_seconds = SecondsSince(start);
 
   // --- ORTHOGONALITY: one forward pass forming every layer's Gram, then ORM.
   const Clock::time_point orthogonality_start = Clock::now();
   RETURN_IF_ERROR(report(Stage::kOrthogonality, 0.0,
                          absl::StrCat("forward pass over ", inputs.size(0), " samples")));
-  ASSIGN_OR_RETURN(LayerFeatures features,
-                   tapped.Collect(inputs, options.seed, [&](int measured, int sites) {
-                     const double fraction = std::min(1.0, measured / static_cast<double>(sites));
-                     return !progress ||
-                            progress(Stage::kOrthogonality, 0.95 * fraction,
+  ASSIGN_OR_RETURN(
+      LayerFeatures features, tapped.Collect(inputs, options.seed, [&](int measured, int sites) {
+        const double fraction = std::min(1.0, measured / static_cast<double>(sites));
+        return !progress || progress(Stage::kOrthogonality, 0.95 * fraction,
                                      absl::StrCat("measured ", measured, " of ", sites, " layers"));
-                   }));
+      }));
+  RETURN_IF_ERROR(report(Stage::kOrthogonality, 0.95, "checking the rewritten graph"));
+  std::string check_skipped;
+  RETURN_IF_ERROR(tapped.CheckAgainstModel(inputs, features.output, options.seed, &check_skipped));
+  features.output = c10::IValue();
   const double beta = options.beta.value_or(kDefaultBeta);
   ASSIGN_OR_RETURN(Orthogonality orthogonality,
                    ComputeOrthogonality(features.grams, features.samples, beta));
@@ -230,8 +232,8 @@ absl::StatusOr<SearchResult> RunSearch(const SearchOptions& options, const Progr
   // --- The report (PRODUCT.md report.json, plus diagnostics).
   std::vector<std::string> warnings = pins.warnings;
   if (!check_skipped.empty()) {
-    warnings.push_back(absl::StrCat("the rewritten graph was not checked against the model, "
-                                    "which rejects one-sample batches: ", check_skipped));
+    warnings.push_back(
+        absl::StrCat("the rewritten graph was not checked against the model: ", check_skipped));
   }
   for (int i : orthogonality.constant_layers) {
     warnings.push_back(absl::StrCat("layer '", layers[i].name,

@@ -26,7 +26,8 @@ std::string ShapeString(const torch::Tensor& tensor) {
 }
 
 void ByteSwapInPlace(char* data, int64_t count, int item_size) {
-  for (int64_t i = 0; i < count; ++i) std::reverse(data + i * item_size, data + (i + 1) * item_size);
+  for (int64_t i = 0; i < count; ++i)
+    std::reverse(data + i * item_size, data + (i + 1) * item_size);
 }
 
 // Checks shapes and brings inputs to the dtype models expect.
@@ -91,9 +92,9 @@ absl::StatusOr<CalibrationData> LoadTorchSave(const std::string& path, absl::str
       keys.resize(5);
       keys.push_back("...");
     }
-    return InvalidInput(absl::StrCat("'", file_name, "' is a dict without an 'inputs' tensor (keys: ",
-                                     absl::StrJoin(keys, ", "),
-                                     "); a state_dict is not calibration data"));
+    return InvalidInput(absl::StrCat(
+        "'", file_name, "' is a dict without an 'inputs' tensor (keys: ", absl::StrJoin(keys, ", "),
+        "); a state_dict is not calibration data"));
   }
   return Finish(*inputs, labels, file_name);
 }
@@ -108,8 +109,8 @@ absl::StatusOr<CalibrationData> LoadNpz(const std::string& path, absl::string_vi
   if (!has(inputs_member)) {
     // A lone unnamed array (np.savez(f, x) names it arr_0) is taken as the inputs.
     if (members.size() != 1) {
-      return InvalidInput(absl::StrCat("'", file_name, "' has no 'inputs' array (arrays: ",
-                                       absl::StrJoin(members, ", "), ")"));
+      return InvalidInput(absl::StrCat(
+          "'", file_name, "' has no 'inputs' array (arrays: ", absl::StrJoin(members, ", "), ")"));
     }
     inputs_member = members[0];
   }
@@ -120,8 +121,8 @@ absl::StatusOr<CalibrationData> LoadNpz(const std::string& path, absl::string_vi
     }
     absl::StatusOr<torch::Tensor> tensor = ParseNpyTensor(*bytes);
     if (!tensor.ok()) {
-      return InvalidInput(absl::StrCat("'", file_name, "' member '", member,
-                                       "': ", tensor.status().message()));
+      return InvalidInput(
+          absl::StrCat("'", file_name, "' member '", member, "': ", tensor.status().message()));
     }
     return tensor;
   };
@@ -139,27 +140,47 @@ absl::StatusOr<torch::Tensor> ParseNpyTensor(absl::string_view bytes) {
   ASSIGN_OR_RETURN(NpyArray array, ParseNpy(bytes));
   torch::ScalarType type = torch::kFloat;
   switch (array.dtype) {
-    case NpyDtype::kBool: type = torch::kBool; break;
-    case NpyDtype::kInt8: type = torch::kChar; break;
-    case NpyDtype::kUInt8: type = torch::kByte; break;
-    case NpyDtype::kInt16: case NpyDtype::kUInt16: type = torch::kShort; break;
-    case NpyDtype::kInt32: case NpyDtype::kUInt32: type = torch::kInt; break;
-    case NpyDtype::kInt64: type = torch::kLong; break;
-    case NpyDtype::kFloat16: type = torch::kHalf; break;
-    case NpyDtype::kFloat32: type = torch::kFloat; break;
-    case NpyDtype::kFloat64: type = torch::kDouble; break;
+    case NpyDtype::kBool:
+      type = torch::kBool;
+      break;
+    case NpyDtype::kInt8:
+      type = torch::kChar;
+      break;
+    case NpyDtype::kUInt8:
+      type = torch::kByte;
+      break;
+    case NpyDtype::kInt16:
+    case NpyDtype::kUInt16:
+      type = torch::kShort;
+      break;
+    case NpyDtype::kInt32:
+    case NpyDtype::kUInt32:
+      type = torch::kInt;
+      break;
+    case NpyDtype::kInt64:
+      type = torch::kLong;
+      break;
+    case NpyDtype::kFloat16:
+      type = torch::kHalf;
+      break;
+    case NpyDtype::kFloat32:
+      type = torch::kFloat;
+      break;
+    case NpyDtype::kFloat64:
+      type = torch::kDouble;
+      break;
     case NpyDtype::kUInt64:
-      return InvalidInput("uint64 arrays are not supported (LibTorch has no uint64): convert "
-                          "to int64");
+      return InvalidInput(
+          "uint64 arrays are not supported (LibTorch has no uint64): convert "
+          "to int64");
   }
   // Fortran order is C order of the reversed shape; transpose back after copying.
   std::vector<int64_t> storage_shape = array.shape;
   if (array.fortran_order) std::reverse(storage_shape.begin(), storage_shape.end());
   torch::Tensor tensor;
-  RETURN_IF_ERROR(CallTorch(absl::StatusCode::kResourceExhausted, reason::kInvalidInput,
-                            "cannot allocate the .npy array", [&] {
-                              tensor = torch::empty(storage_shape, torch::TensorOptions(type));
-                            }));
+  RETURN_IF_ERROR(CallTorch(
+      absl::StatusCode::kResourceExhausted, reason::kInvalidInput, "cannot allocate the .npy array",
+      [&] { tensor = torch::empty(storage_shape, torch::TensorOptions(type)); }));
   if (!array.data.empty()) std::memcpy(tensor.data_ptr(), array.data.data(), array.data.size());
   if (array.big_endian) {
     ByteSwapInPlace(static_cast<char*>(tensor.data_ptr()), array.NumElements(), array.item_size);
@@ -182,8 +203,8 @@ absl::StatusOr<CalibrationData> LoadCalibrationFile(const std::string& path,
   const std::string file_name = std::filesystem::path(path).filename().string();
   absl::StatusOr<FileSniff> sniff = SniffFile(path);
   if (!sniff.ok()) {
-    return InvalidInput(absl::StrCat("cannot read calibration file '", file_name,
-                                     "': ", sniff.status().message()));
+    return InvalidInput(
+        absl::StrCat("cannot read calibration file '", file_name, "': ", sniff.status().message()));
   }
   switch (sniff->kind) {
     case FileKind::kNpy: {
@@ -203,7 +224,8 @@ absl::StatusOr<CalibrationData> LoadCalibrationFile(const std::string& path,
       return InvalidInput(absl::StrCat("'", file_name, "' uses the legacy torch.save() format; ",
                                        "save it again with PyTorch >= 1.6 defaults (zip format)"));
     case FileKind::kTorchScriptArchive:
-      return InvalidInput(absl::StrCat("'", file_name, "' is a TorchScript model, not "
+      return InvalidInput(absl::StrCat("'", file_name,
+                                       "' is a TorchScript model, not "
                                        "calibration data"));
     default:
       return InvalidInput(absl::StrCat("'", file_name, "' is not calibration data: it is ",

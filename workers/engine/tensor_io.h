@@ -26,8 +26,8 @@ struct CalibrationData {
 
 /// Limits on what a file may make us allocate.
 struct TensorIoLimits {
-  uint64_t max_file_bytes = 16ull << 30;     // Whole .pt / .npy file.
-  uint64_t max_member_bytes = 16ull << 30;   // One uncompressed .npz member.
+  uint64_t max_file_bytes = 16ull << 30;    // Whole .pt / .npy file.
+  uint64_t max_member_bytes = 16ull << 30;  // One uncompressed .npz member.
 };
 
 /// Loads calibration data from a .pt, .npy or .npz file.

@@ -1,8 +1,8 @@
 #include "workers/engine/torchscript_model.h"
 
 #include <ATen/Parallel.h>
-#include <torch/cuda.h>
 #include <torch/csrc/jit/api/function_impl.h>
+#include <torch/cuda.h>
 
 #include <filesystem>
 #include <mutex>
@@ -32,14 +32,14 @@ constexpr uint64_t kMaxCodeFileBytes = 64ull << 20;
 // fragments below, so ops added by later LibTorch releases are refused by default.
 constexpr const char* kDeniedOps[] = {"aten::from_file", "aten::save", "prim::rpc_async",
                                       "prim::rpc_sync", "prim::rpc_remote"};
-constexpr const char* kDeniedFragments[] = {"file", "save", "load", "pickle", "socket",
-                                            "system", "exec", "process", "rpc", "spawn",
-                                            "dlopen", "getenv"};
+constexpr const char* kDeniedFragments[] = {"file",   "save",   "load",   "pickle",
+                                            "socket", "system", "exec",   "process",
+                                            "rpc",    "spawn",  "dlopen", "getenv"};
 // How the denied ops appear in serialized TorchScript code (checked before loading,
 // because torch::jit::load already runs code such as __setstate__).
-constexpr const char* kDeniedCodeCalls[] = {"torch.from_file(", "ops.aten.from_file(",
-                                            "torch.save(", "ops.aten.save(", "rpc_async(",
-                                            "rpc_sync(", "rpc_remote("};
+constexpr const char* kDeniedCodeCalls[] = {
+    "torch.from_file(", "ops.aten.from_file(", "torch.save(", "ops.aten.save(",
+    "rpc_async(",       "rpc_sync(",           "rpc_remote("};
 
 bool IsErrorLine(absl::string_view line) {
   // "RuntimeError: ...", "torch.jit.Error: ...", "ValueError: ..."
@@ -133,8 +133,8 @@ std::string TorchErrorSummary(absl::string_view message) {
   return summary.empty() ? "unknown LibTorch error" : summary;
 }
 
-absl::Status CallTorch(absl::StatusCode code, absl::string_view reason,
-                       absl::string_view context, const std::function<void()>& body) {
+absl::Status CallTorch(absl::StatusCode code, absl::string_view reason, absl::string_view context,
+                       const std::function<void()>& body) {
   try {
     body();
     return absl::OkStatus();
@@ -148,7 +148,8 @@ absl::Status CallTorch(absl::StatusCode code, absl::string_view reason,
 
 absl::StatusOr<torch::Device> ResolveDevice(const std::string& name) {
   const bool cuda_available = torch::cuda::is_available();
-  if (name == "auto") return cuda_available ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+  if (name == "auto")
+    return cuda_available ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
   torch::Device device = torch::kCPU;
   RETURN_IF_ERROR(CallTorch(absl::StatusCode::kInvalidArgument, reason::kInternal,
                             absl::StrCat("invalid device '", name, "'"),
@@ -209,19 +210,18 @@ absl::StatusOr<LoadedModel> LoadTorchScriptModel(const std::string& path,
   const std::string file_name = std::filesystem::path(path).filename().string();
   ASSIGN_OR_RETURN(FileSniff sniff, SniffFile(path));
   if (sniff.kind != FileKind::kTorchScriptArchive) {
-    return JobFailure(absl::StatusCode::kInvalidArgument, reason::kInvalidModel,
-                      absl::StrCat("'", file_name, "' is not a TorchScript archive: it is ",
-                                   sniff.description));
+    return JobFailure(
+        absl::StatusCode::kInvalidArgument, reason::kInvalidModel,
+        absl::StrCat("'", file_name, "' is not a TorchScript archive: it is ", sniff.description));
   }
   RETURN_IF_ERROR(PrescanArchiveCode(path));
   ASSIGN_OR_RETURN(torch::Device device, ResolveDevice(device_name));
 
   LoadedModel model;
   model.device = device;
-  absl::Status loaded = CallTorch(
-      absl::StatusCode::kInvalidArgument, reason::kInvalidModel,
-      absl::StrCat("cannot load TorchScript archive '", file_name, "'"),
-      [&] { model.module = torch::jit::load(path, device); });
+  absl::Status loaded = CallTorch(absl::StatusCode::kInvalidArgument, reason::kInvalidModel,
+                                  absl::StrCat("cannot load TorchScript archive '", file_name, "'"),
+                                  [&] { model.module = torch::jit::load(path, device); });
   if (!loaded.ok()) {
     // An op this LibTorch does not have (a custom op library the model was built with).
     if (absl::StrContains(loaded.message(), "Unknown builtin op")) {
@@ -234,8 +234,7 @@ absl::StatusOr<LoadedModel> LoadTorchScriptModel(const std::string& path,
   // Quantization works on inference behaviour: BatchNorm running statistics, no dropout.
   // (A traced graph has its mode baked in; this only changes scripted models.)
   RETURN_IF_ERROR(CallTorch(absl::StatusCode::kInvalidArgument, reason::kInvalidModel,
-                            "cannot switch the model to eval mode",
-                            [&] { model.module.eval(); }));
+                            "cannot switch the model to eval mode", [&] { model.module.eval(); }));
   return model;
 }
 

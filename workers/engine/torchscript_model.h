@@ -22,8 +22,8 @@ void InitTorchThreads();
 
 /// Runs `body`; an exception it throws becomes a Status with `code` and job failure
 /// `reason` whose message is "<context>: <TorchErrorSummary of the exception>".
-absl::Status CallTorch(absl::StatusCode code, absl::string_view reason,
-                       absl::string_view context, const std::function<void()>& body);
+absl::Status CallTorch(absl::StatusCode code, absl::string_view reason, absl::string_view context,
+                       const std::function<void()>& body);
 
 /// The part of a LibTorch error message a user needs: for a TorchScript interpreter error
 /// the final "SomethingError: ..." lines, otherwise the first lines; never a C++ backtrace.
