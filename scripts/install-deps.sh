@@ -10,7 +10,7 @@ PACKAGES=(
   libsqlite3-dev libpqxx-dev libssl-dev libzip-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev
   python3-torch python3-torchvision python3-numpy dataset-fashion-mnist
-  postgresql
+  postgresql openssl procps coreutils
 )
 # Extra packages a caller may ask for (e.g. the test suite's browser and fuzzer toolchain).
 PACKAGES+=("$@")
