@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh python3-scipy
+# Deployment checks (tests/deploy): python3-yaml, and promtool from Debian's prometheus.
+bash scripts/install-deps.sh python3-yaml prometheus
 bash scripts/build.sh
 
 # The PostgreSQL job store tests run against a real, throwaway PostgreSQL (Debian's
