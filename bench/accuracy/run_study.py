@@ -1,0 +1,278 @@
+#!/usr/bin/python3
+"""The accuracy study (issue 4, item 7): OMPQ-mixed vs uniform vs random bit allocations.
+
+Drives the real service as a user would: starts `ompq-server` on loopback with a private
+data dir and runs `ompqctl quantize` for every point, reading each job's report.json.
+
+For each model (trained by train_models.py) and activation bit-width, the weight budgets are
+the model sizes of uniform B-bit weights (B in --bits), the first and last layers at
+--pin-first-last bits for every method. At each budget:
+  ompq     the engine's allocation under --size BUDGET
+  uniform  every other layer pinned at B bits (one exact pin per layer)
+  random   --random-seeds allocations drawn per layer from the candidate bit-widths, kept
+           only if BUDGET*--random-min-fill <= size <= BUDGET, one exact pin per layer
+all with the same finetuning (--finetune, --iters, --calib-samples) and evaluation.
+With --betas, OMPQ also runs at the --beta-bits budget (act bits 8) with each beta.
+
+Every run's report.json stays in WORK/<model>/<run>/ and its figures go into --results;
+re-running skips runs whose report already exists (resumable).
+"""
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+DEFAULT_CACHE = os.path.expanduser("~/.cache/ompq/accuracy")
+
+
+def size_bytes(layers, bits, other_bytes):
+    """What the engine reports as result.size_bytes (bit_allocation.cc AllocationSizeBytes):
+    ceil(sum(params * bits) / 8) + other_bytes."""
+    weight_bits = sum(layer["params"] * b for layer, b in zip(layers, bits))
+    return (weight_bits + 7) // 8 + other_bytes
+
+
+def bops(layers, bits, act_bits):
+    """bit_allocation.cc AllocationBops: sum(macs * act_bits * bits)."""
+    return sum(layer["macs"] * act_bits * b for layer, b in zip(layers, bits))
+
+
+def exact_pins(layers, bits):
+    """One --pin per layer; RE2 full-matches the pattern, re.escape guards the dots."""
+    return [f"{re.escape(layer['name'])}={b}" for layer, b in zip(layers, bits)]
+
+
+class Server:
+    """ompq-server on 127.0.0.1:0 with a private data dir; stopped with SIGTERM."""
+
+    def __init__(self, bin_dir, work):
+        self.dir = tempfile.mkdtemp(prefix="ompq-study-", dir=work)
+        port_file = os.path.join(self.dir, "port")
+        self.log = open(os.path.join(self.dir, "server.log"), "w")
+        self.proc = subprocess.Popen(
+            [os.path.join(bin_dir, "ompq-server"), "--listen", "127.0.0.1:0", "--port-file",
+             port_file, "--metrics-listen", "127.0.0.1:0",
+             "--data-dir", os.path.join(self.dir, "data")],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if os.path.exists(port_file) and os.path.getsize(port_file) > 0:
+                with open(port_file) as f:
+                    self.address = "127.0.0.1:" + f.read().strip()
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        self.stop()
+        sys.exit(f"ompq-server did not start; log in {self.log.name}")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+class Study:
+    def __init__(self, args, server):
+        self.args = args
+        self.server = server
+        self.results = {"runs": {}}
+        if os.path.exists(args.results):
+            with open(args.results) as f:
+                self.results = json.load(f)
+        self.results["settings"] = {
+            "finetune": args.finetune, "iters": args.iters, "calib_samples": args.calib_samples,
+            "pin_first_last": args.pin_first_last, "bits": args.bits, "act_bits": args.act_bits,
+            "random_seeds": args.random_seeds, "random_min_fill": args.random_min_fill,
+            "betas": args.betas, "beta_bits": args.beta_bits, "eval": not args.no_eval}
+
+    def save(self):
+        tmp = self.args.results + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.results, f, indent=1, sort_keys=True)
+        os.replace(tmp, self.args.results)
+
+    def quantize(self, model, run_id, size, act_bits, finetune, extra):
+        """Runs one job (or reuses its report) and returns the report."""
+        out = os.path.join(self.args.work, model, run_id)
+        report_path = os.path.join(out, "report.json")
+        if not os.path.exists(report_path):
+            data = os.path.join(self.args.cache, model)
+            cmd = [os.path.join(self.args.bin_dir, "ompqctl"), "--server", self.server.address,
+                   "--output", "json", "quantize", os.path.join(data, "model.pt"),
+                   "--calib", os.path.join(data, "calib.pt"), "--size", str(size),
+                   "--act-bits", str(act_bits), "--pin-first-last", str(self.args.pin_first_last),
+                   "--finetune", finetune, "--seed", "0",
+                   "--calib-samples", str(self.args.calib_samples), "--out", out + ".partial"]
+            if finetune == "ptq":
+                cmd += ["--iters", str(self.args.iters)]
+            if not self.args.no_eval and finetune != "none":
+                cmd += ["--eval", os.path.join(data, "eval.pt")]
+            cmd += extra
+            shutil.rmtree(out + ".partial", ignore_errors=True)
+            start = time.time()
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            if proc.returncode != 0:
+                sys.exit(f"{model}/{run_id} failed (exit {proc.returncode}):\n"
+                         f"{' '.join(cmd)}\n{proc.stderr[-3000:]}")
+            with open(os.path.join(out + ".partial", "job.json"), "w") as f:
+                f.write(proc.stdout)
+            os.replace(out + ".partial", out)
+            print(f"  {model}/{run_id}: {time.time() - start:.0f} s", flush=True)
+        with open(report_path) as f:
+            return json.load(f)
+
+    def record(self, model, run_id, report, **fields):
+        acc = report.get("accuracy") or {}
+        timings = report.get("timings_seconds", {})
+        row = dict(fields, model=model, run=run_id,
+                   size_bytes=report["result"]["size_bytes"], bops=report["result"]["bops"],
+                   bits=[layer["bits"] for layer in report["layers"]],
+                   top1=acc.get("quantized"), top1_before_finetune=acc.get(
+                       "quantized_before_finetune"), fp32=acc.get("fp32"),
+                   search_seconds=sum(timings.get(k, 0.0)
+                                      for k in ("analyze", "orthogonality", "solve")),
+                   timings_seconds=timings)
+        self.results["runs"][f"{model}/{run_id}"] = row
+        self.save()
+        top1 = "-" if row["top1"] is None else f"{100 * row['top1']:.2f}%"
+        print(f"{model}/{run_id}: size {row['size_bytes']} B, top-1 {top1}", flush=True)
+        return row
+
+    def layers(self, model):
+        """A first job (no finetuning) tells the layers, their params and other_bytes."""
+        report = self.quantize(model, "probe", 1 << 40, 8, "none", [])
+        return report["layers"], report["model"]["other_bytes"], report["search"]["weight_bits"]
+
+    def run_model(self, model):
+        a = self.args
+        layers, other, candidates = self.layers(model)
+        n = len(layers)
+        pinned = [a.pin_first_last if i in (0, n - 1) else None for i in range(n)]
+        budgets = {}
+        for b in a.bits:
+            budgets[b] = size_bytes(layers, [p or b for p in pinned], other)
+        self.results.setdefault("models", {})[model] = {
+            "layers": [{k: layer[k] for k in ("name", "kind", "params", "macs")}
+                       for layer in layers],
+            "other_bytes": other, "candidates": candidates, "budgets": budgets,
+            "fp32_size_bytes": size_bytes(layers, [32] * n, other)}
+        meta_path = os.path.join(a.cache, model, "meta.json")
+        if os.path.exists(meta_path):
+            with open(meta_path) as f:
+                self.results["models"][model]["meta"] = json.load(f)
+        self.save()
+        print(f"{model}: {n} layers, budgets {budgets}", flush=True)
+
+        for act in a.act_bits:
+            for b in a.bits:
+                budget = budgets[b]
+                common = dict(act_bits=act, weight_bits=b, budget_bytes=budget)
+                rid = f"ompq-w{b}-a{act}"
+                self.record(model, rid, self.quantize(model, rid, budget, act, a.finetune, []),
+                            method="ompq", beta=None, **common)
+                uniform = [p or b for p in pinned]
+                assert size_bytes(layers, uniform, other) == budget
+                rid = f"uniform-w{b}-a{act}"
+                self.record(model, rid, self.quantize(model, rid, budget, act, a.finetune,
+                                                      self.pin_args(layers, uniform)),
+                            method="uniform", **common)
+                for seed in range(a.random_seeds):
+                    bits = self.random_bits(layers, pinned, other, candidates, budget, b, seed)
+                    rid = f"random{seed}-w{b}-a{act}"
+                    if bits is None:
+                        print(f"{model}/{rid}: no random allocation fills "
+                              f"{a.random_min_fill:.0%} of the budget", flush=True)
+                        continue
+                    self.record(model, rid, self.quantize(model, rid, budget, act, a.finetune,
+                                                          self.pin_args(layers, bits)),
+                                method="random", seed=seed, **common)
+        for beta in a.betas:
+            budget = budgets[a.beta_bits]
+            rid = f"ompq-beta{beta:g}-w{a.beta_bits}-a8"
+            self.record(model, rid, self.quantize(model, rid, budget, 8, a.finetune,
+                                                  ["--beta", f"{beta:g}"]),
+                        method="ompq-beta", beta=beta, act_bits=8, weight_bits=a.beta_bits,
+                        budget_bytes=budget)
+
+    @staticmethod
+    def pin_args(layers, bits):
+        args = []
+        for pin in exact_pins(layers, bits):
+            args += ["--pin", pin]
+        return args
+
+    def random_bits(self, layers, pinned, other, candidates, budget, b, seed):
+        """Rejection sampling of per-layer bits, reproducible per (budget, seed). At the
+        smallest candidate's size only the uniform allocation fits: it is returned as is."""
+        rng = random.Random(f"{b}-{seed}")
+        free = [i for i, p in enumerate(pinned) if p is None]
+        low = min(size_bytes(layers, [p or min(candidates) for p in pinned], other), budget)
+        floor = max(low, int(self.args.random_min_fill * budget))
+        for _ in range(200000):
+            bits = [p or rng.choice(candidates) for p in pinned]
+            s = size_bytes(layers, bits, other)
+            if floor <= s <= budget:
+                return bits
+        # Plain rejection is hopeless when few draws fit; fall back to drawing each layer
+        # from the candidates near B and repairing down to the budget.
+        for _ in range(20000):
+            bits = [p or rng.choice([c for c in candidates if abs(c - b) <= 2]) for p in pinned]
+            while size_bytes(layers, bits, other) > budget:
+                i = rng.choice([j for j in free if bits[j] > min(candidates)])
+                bits[i] = max(c for c in candidates if c < bits[i])
+            if size_bytes(layers, bits, other) >= floor:
+                return bits
+        return None
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bin-dir", default=os.path.join(REPO, "build", "bin"),
+                   help="folder with ompq-server and ompqctl")
+    p.add_argument("--cache", default=DEFAULT_CACHE, help="train_models.py's cache")
+    p.add_argument("--work", default=os.path.join(DEFAULT_CACHE, "runs"),
+                   help="each run's artifacts (the resume state)")
+    p.add_argument("--results", default=os.path.join(REPO, "bench", "accuracy", "results.json"))
+    p.add_argument("--models", nargs="+", default=["resnet", "mobilenet"])
+    p.add_argument("--bits", type=int, nargs="+", default=[2, 3, 4])
+    p.add_argument("--act-bits", type=int, nargs="+", default=[8, 4])
+    p.add_argument("--pin-first-last", type=int, default=8)
+    p.add_argument("--finetune", default="ptq", choices=["ptq", "none"])
+    p.add_argument("--iters", type=int, default=200)
+    p.add_argument("--calib-samples", type=int, default=512)
+    p.add_argument("--random-seeds", type=int, default=5)
+    p.add_argument("--random-min-fill", type=float, default=0.97)
+    p.add_argument("--betas", type=float, nargs="*", default=[0.5, 2, 5],
+                   help="extra OMPQ runs at --beta-bits (act 8); beta 1 is the default run")
+    p.add_argument("--beta-bits", type=int, default=3)
+    p.add_argument("--no-eval", action="store_true", help="no --eval (service without it)")
+    args = p.parse_args()
+    os.makedirs(args.work, exist_ok=True)
+    server = Server(args.bin_dir, args.work)
+    try:
+        study = Study(args, server)
+        start = time.time()
+        for model in args.models:
+            study.run_model(model)
+        print(f"study done in {time.time() - start:.0f} s; results in {args.results}")
+    finally:
+        server.stop()
+        shutil.rmtree(server.dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

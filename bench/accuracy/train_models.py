@@ -1,0 +1,263 @@
+#!/usr/bin/python3
+"""Trains (or reuses) the two models of the accuracy study on Fashion-MNIST.
+
+  resnet     ResNet-style: BasicBlocks (conv-BN-ReLU-conv-BN + residual add), 3 stages
+  mobilenet  MobileNetV2-style: inverted residual blocks (1x1 expand, 3x3 depthwise,
+             1x1 project, BN, ReLU6, residual where shapes match)
+
+Uses Debian's python3-torch and dataset-fashion-mnist through scripts/fashion_mnist.py (same
+loader and normalisation as the demo). Writes into CACHE/<model> (default
+~/.cache/ompq/accuracy/<model>):
+  model.pt   TorchScript (torch.jit.trace, eval mode) of the trained FP32 model
+  calib.pt   1024 unlabeled training images, float32 [1024,1,28,28], normalised
+  eval.pt    {"inputs","labels"}: a fixed random subset of the test split (--eval-samples,
+             default 5000, drawn with --seed; 10000 = the whole split, in order)
+  meta.json  FP32 top-1 on the full test split and on eval.pt, epochs, training seconds
+Re-running with the same arguments reuses the cached files.
+Run with `nice -n 10`: the machine is shared.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+from fashion_mnist import evaluate, load_split  # noqa: E402  (the demo's loader)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = None
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                          nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        identity = x if self.shortcut is None else self.shortcut(x)
+        return F.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    """Stem conv (28x28), 3 stages of BasicBlocks (14x14, 7x7, 4x4), global pool, linear.
+    Downsampling in the first stage keeps a training epoch affordable on a shared CPU."""
+
+    def __init__(self, widths=(16, 32, 64), blocks=(1, 1, 2)):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        layers, cin = [], widths[0]
+        for stage, (w, n) in enumerate(zip(widths, blocks)):
+            for i in range(n):
+                layers.append(BasicBlock(cin, w, 2 if i == 0 else 1))
+                cin = w
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(cin, 10)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layers(x)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin, cout, stride, expand):
+        super().__init__()
+        hidden = cin * expand
+        self.expand = nn.Conv2d(cin, hidden, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(hidden)
+        self.dw = nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False)
+        self.bn2 = nn.BatchNorm2d(hidden)
+        self.project = nn.Conv2d(hidden, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        out = F.relu6(self.bn1(self.expand(x)))
+        out = F.relu6(self.bn2(self.dw(out)))
+        out = self.bn3(self.project(out))
+        return x + out if self.residual else out
+
+
+class MobileNetV2(nn.Module):
+    """Stem conv, inverted residual blocks (t, c, n, s), 1x1 head conv, pool, linear."""
+
+    # Downsamples early (28 -> 14 in the first block): CPU training time is the budget here.
+    CONFIG = ((1, 16, 1, 2), (4, 24, 2, 1), (4, 32, 2, 2), (4, 64, 2, 1))
+
+    def __init__(self, stem=16, head=192):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, stem, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem)
+        blocks, cin = [], stem
+        for t, c, n, s in self.CONFIG:
+            for i in range(n):
+                blocks.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
+                cin = c
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Conv2d(cin, head, 1, bias=False)
+        self.bn_head = nn.BatchNorm2d(head)
+        self.fc = nn.Linear(head, 10)
+
+    def forward(self, x):
+        x = F.relu6(self.bn1(self.conv1(x)))
+        x = self.blocks(x)
+        x = F.relu6(self.bn_head(self.head(x)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+MODELS = {"resnet": ResNet, "mobilenet": MobileNetV2}
+
+
+def augment(x, pad=2):
+    """Random crop with zero padding (in normalised units: the background value) and a
+    random horizontal flip, per sample."""
+    b, _, h, w = x.shape
+    background = float(x.min())
+    padded = F.pad(x, (pad, pad, pad, pad), value=background)
+    oy = torch.randint(0, 2 * pad + 1, (b,))
+    ox = torch.randint(0, 2 * pad + 1, (b,))
+    rows = (oy[:, None] + torch.arange(h))[:, :, None]
+    cols = (ox[:, None] + torch.arange(w))[:, None, :]
+    out = padded[torch.arange(b)[:, None, None], 0, rows, cols].unsqueeze(1)
+    flip = torch.rand(b) < 0.5
+    out[flip] = out[flip].flip(-1)
+    return out
+
+
+def train_one(name, args):
+    out_dir = os.path.join(args.cache, name)
+    os.makedirs(out_dir, exist_ok=True)
+    meta_path = os.path.join(out_dir, "meta.json")
+    wanted = {"model": name, "epochs": args.epochs, "eval_samples": args.eval_samples,
+              "seed": args.seed, "augment": not args.no_augment, "batch": args.batch,
+              "lr": args.lr, "budget_minutes": args.budget_minutes}
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            meta = json.load(f)
+        if all(meta.get(k) == v for k, v in wanted.items()) and all(
+                os.path.exists(os.path.join(out_dir, n))
+                for n in ("model.pt", "calib.pt", "eval.pt")):
+            print(f"{name}: reusing cached model in {out_dir} "
+                  f"(FP32 top-1 {meta['fp32_top1']:.4f})")
+            return meta
+
+    torch.manual_seed(args.seed)
+    train_x, train_y = load_split("train")
+    test_x, test_y = load_split("t10k")
+    if args.train_samples:
+        train_x, train_y = train_x[:args.train_samples], train_y[:args.train_samples]
+
+    model = MODELS[name]()
+    params = sum(p.numel() for p in model.parameters())
+    print(f"{name}: {params} parameters, {len(train_x)} training images", flush=True)
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4,
+                          nesterov=True)
+    steps_per_epoch = (len(train_x) + args.batch - 1) // args.batch
+    total_steps = args.epochs * steps_per_epoch
+    start = time.time()
+
+    def step(x, y):
+        x = x if args.no_augment else augment(x)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    if args.budget_minutes:
+        # The machine is shared: time a few warm-up steps (at a low LR) and train for as
+        # many steps as fit the budget, at most --epochs epochs.
+        for g in opt.param_groups:
+            g["lr"] = args.lr / 25
+        for _ in range(args.probe_steps):
+            idx = torch.randint(0, len(train_x), (args.batch,))
+            step(train_x[idx], train_y[idx])
+        per_step = (time.time() - start) / args.probe_steps
+        total_steps = max(min(total_steps, int(args.budget_minutes * 60 / per_step)),
+                          steps_per_epoch // 2)
+        print(f"{name}: {per_step:.2f} s per step -> {total_steps} steps "
+              f"({total_steps / steps_per_epoch:.2f} epochs)", flush=True)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=total_steps)
+    acc, done, epoch = 0.0, 0, 0
+    while done < total_steps:
+        model.train()
+        perm = torch.randperm(len(train_x))
+        for i in range(0, len(train_x), args.batch):
+            idx = perm[i:i + args.batch]
+            step(train_x[idx], train_y[idx])
+            sched.step()
+            done += 1
+            if done % 50 == 0:
+                print(f"{name}: step {done}/{total_steps} ({time.time() - start:.0f} s)",
+                      flush=True)
+            if done >= total_steps:
+                break
+        epoch += 1
+        acc = evaluate(model, test_x, test_y)
+        print(f"{name}: epoch {epoch}: test top-1 {acc:.4f} ({time.time() - start:.0f} s)",
+              flush=True)
+    seconds = round(time.time() - start, 1)
+
+    model.eval()
+    traced = torch.jit.trace(model, train_x[:2])
+    traced.save(os.path.join(out_dir, "model.pt"))
+    gen = torch.Generator().manual_seed(args.seed + 1)
+    calib_idx = torch.randperm(len(train_x), generator=gen)[:1024]
+    torch.save(train_x[calib_idx].contiguous(), os.path.join(out_dir, "calib.pt"))
+    if args.eval_samples >= len(test_x):
+        eval_idx = torch.arange(len(test_x))
+    else:
+        gen = torch.Generator().manual_seed(args.seed + 2)
+        eval_idx = torch.randperm(len(test_x), generator=gen)[:args.eval_samples].sort().values
+    eval_x, eval_y = test_x[eval_idx].contiguous(), test_y[eval_idx].contiguous()
+    torch.save({"inputs": eval_x, "labels": eval_y}, os.path.join(out_dir, "eval.pt"))
+    meta = dict(wanted, params=params, fp32_top1=acc, steps=total_steps,
+                epochs_trained=round(total_steps / steps_per_epoch, 2),
+                fp32_top1_eval_subset=evaluate(traced, eval_x, eval_y),
+                train_seconds=seconds, train_samples=len(train_x))
+    with open(meta_path, "w") as f:
+        json.dump(meta, f, indent=2)
+    print(f"{name}: wrote {out_dir} (FP32 top-1 {acc:.4f} full test split, "
+          f"{meta['fp32_top1_eval_subset']:.4f} on eval.pt)", flush=True)
+    return meta
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="*", default=sorted(MODELS), choices=sorted(MODELS))
+    parser.add_argument("--cache", default=os.path.expanduser("~/.cache/ompq/accuracy"))
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=0.2, help="OneCycle peak learning rate")
+    parser.add_argument("--eval-samples", type=int, default=5000)
+    parser.add_argument("--train-samples", type=int, default=0, help="0: all 60000")
+    parser.add_argument("--augment", dest="no_augment", action="store_false",
+                        help="random crop (padding 2) and horizontal flip; off by default: "
+                             "with a few epochs it slows convergence more than it helps")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="1: on a loaded machine OpenMP barriers waste more than a 2nd "
+                             "thread gains; train the two models in parallel instead")
+    parser.add_argument("--budget-minutes", type=float, default=20,
+                        help="train for as many steps as fit (timed on --probe-steps); 0: all "
+                             "--epochs")
+    parser.add_argument("--probe-steps", type=int, default=10)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    for name in args.models:
+        train_one(name, args)
+
+
+if __name__ == "__main__":
+    main()
