@@ -4,6 +4,7 @@
 #include "server/job_store.h"
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <atomic>
 #include <functional>
@@ -390,6 +391,59 @@ INSTANTIATE_TEST_SUITE_P(Stores, JobStoreTest,
                          [](const ::testing::TestParamInfo<StoreFactory>& info) {
                            return info.param.name;
                          });
+
+// Schema version 3 keeps per-state counts in a table maintained by triggers. A version 2
+// file (no such table) must get counts that match its rows when opened, and they must
+// then follow creates, claims and deletes.
+TEST(SqliteJobStoreMigrationTest, CountsOfAVersion2FileAreRebuilt) {
+  TempDir dir;
+  const std::string path = dir.path() + "/jobs.db";
+  {
+    auto store = SqliteJobStore::Open(path);
+    ASSERT_TRUE(store.ok()) << store.status();
+    for (int i = 1; i <= 4; ++i) {
+      ASSERT_TRUE((*store)->Create(NewJob(i), 1000).ok());
+    }
+    ASSERT_TRUE(
+        (*store)->ClaimOldestQueued([](JobRecord& r) { r.job.set_state(v1::RUNNING); }).ok());
+  }
+  {
+    // Turn the file back into version 2 (no counts table), one job fewer than before.
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    char* error = nullptr;
+    const int rc = sqlite3_exec(db,
+                                "DROP TRIGGER job_counts_insert; DROP TRIGGER job_counts_delete;"
+                                "DROP TRIGGER job_counts_update; DROP TABLE job_counts;"
+                                "DELETE FROM jobs WHERE name = 'jobs/test-4';"
+                                "PRAGMA user_version = 2;",
+                                nullptr, nullptr, &error);
+    EXPECT_EQ(rc, SQLITE_OK) << (error != nullptr ? error : "");
+    sqlite3_free(error);
+    sqlite3_close(db);
+  }
+  auto store = SqliteJobStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto counts = (*store)->CountByState();
+  ASSERT_TRUE(counts.ok()) << counts.status();
+  EXPECT_EQ((*counts)[v1::QUEUED], 2);
+  EXPECT_EQ((*counts)[v1::RUNNING], 1);
+  // The queue limit reads the same counts: 2 queued, limit 3 admits one more only.
+  ASSERT_TRUE((*store)->Create(NewJob(5), 3).ok());
+  EXPECT_TRUE(absl::IsResourceExhausted((*store)->Create(NewJob(6), 3).status()));
+  ASSERT_TRUE((*store)->ClaimOldestQueued([](JobRecord& r) { r.job.set_state(v1::RUNNING); }).ok());
+  auto running = (*store)->Get("jobs/test-2");
+  ASSERT_TRUE(running.ok());
+  running->job.set_state(v1::SUCCEEDED);
+  auto finished = (*store)->Update(*running);
+  ASSERT_TRUE(finished.ok()) << finished.status();
+  ASSERT_TRUE((*store)->Delete("jobs/test-2", finished->version).ok());
+  counts = (*store)->CountByState();
+  ASSERT_TRUE(counts.ok());
+  EXPECT_EQ((*counts)[v1::QUEUED], 2);
+  EXPECT_EQ((*counts)[v1::RUNNING], 1);
+  EXPECT_EQ(counts->count(v1::SUCCEEDED), 0u) << "a deleted job is not counted";
+}
 
 }  // namespace
 }  // namespace ompq
