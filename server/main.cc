@@ -64,6 +64,11 @@ ABSL_FLAG(int, workers, kDefaults.workers,
           "local worker processes started and supervised by the server; 0: remote only");
 ABSL_FLAG(std::string, worker_binary, "",
           "ompq-worker executable for local workers (default: beside ompq-server)");
+ABSL_FLAG(std::string, worker_memory_limit, "0",
+          "address-space limit of each local worker process (its --memory-limit), e.g. 8GiB; "
+          "0: none");
+ABSL_FLAG(absl::Duration, worker_job_time_limit, absl::ZeroDuration(),
+          "run-time limit of one job on a local worker (its --job-time-limit), e.g. 30m; 0: none");
 ABSL_FLAG(absl::Duration, lease_timeout, kDefaults.lease_timeout,
           "a job's lease lapses this long after its worker's last heartbeat");
 ABSL_FLAG(int, max_attempts, kDefaults.max_attempts,
@@ -121,6 +126,21 @@ int main(int argc, char** argv) {
   options.blob_dir = absl::GetFlag(FLAGS_blob_dir);
   options.workers = absl::GetFlag(FLAGS_workers);
   options.worker_binary = absl::GetFlag(FLAGS_worker_binary);
+  const std::string worker_memory_limit = absl::GetFlag(FLAGS_worker_memory_limit);
+  if (worker_memory_limit != "0" && !worker_memory_limit.empty()) {
+    absl::StatusOr<int64_t> bytes = ompq::ParseSize(worker_memory_limit);
+    if (!bytes.ok()) {
+      std::fprintf(stderr, "ompq-server: --worker-memory-limit: %s\n",
+                   std::string(bytes.status().message()).c_str());
+      return 2;
+    }
+    options.worker_memory_limit_bytes = *bytes;
+  }
+  options.worker_job_time_limit = absl::GetFlag(FLAGS_worker_job_time_limit);
+  if (options.worker_job_time_limit < absl::ZeroDuration()) {
+    std::fprintf(stderr, "ompq-server: --worker-job-time-limit must not be negative\n");
+    return 2;
+  }
   options.lease_timeout = absl::GetFlag(FLAGS_lease_timeout);
   options.max_attempts = absl::GetFlag(FLAGS_max_attempts);
   absl::StatusOr<int64_t> max_blob_bytes = ompq::ParseSize(absl::GetFlag(FLAGS_max_blob_bytes));

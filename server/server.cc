@@ -333,6 +333,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
     supervisor_options.work_root = fs::absolute(fs::path(options.data_dir) / "work").string();
     supervisor_options.workers = options.workers;
     supervisor_options.stop_grace = options.worker_stop_grace;
+    supervisor_options.memory_limit_bytes = options.worker_memory_limit_bytes;
+    supervisor_options.job_time_limit = options.worker_job_time_limit;
     state->supervisor = std::make_unique<WorkerSupervisor>(supervisor_options);
     state->supervisor->Start();
   }

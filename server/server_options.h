@@ -30,6 +30,8 @@ struct ServerOptions {
   absl::Duration max_lease_wait = absl::Seconds(30);        // Cap on a LeaseJob long poll.
   absl::Duration housekeeping_interval = absl::Seconds(1);  // Lease expiry and gauge refresh.
   absl::Duration worker_stop_grace = absl::Seconds(10);     // SIGTERM..SIGKILL for children.
+  int64_t worker_memory_limit_bytes = 0;  // Local children's --memory-limit; 0: none.
+  absl::Duration worker_job_time_limit = absl::ZeroDuration();  // Their --job-time-limit; 0: none.
   // ---- Security ----
   std::string tls_cert;     // PEM certificate chain: serve TLS (with tls_key).
   std::string tls_key;      // PEM private key of tls_cert.

@@ -108,6 +108,15 @@ void WorkerSupervisor::Spawn(int index, Child& child) {
   std::vector<std::string> args = {
       options_.worker_binary, "--server", options_.server_address, "--worker-id", id,
       "--work-dir",           work_dir};
+  // The server's --worker-memory-limit / --worker-job-time-limit, enforced by each child.
+  if (options_.memory_limit_bytes > 0) {
+    args.push_back("--memory-limit");
+    args.push_back(absl::StrCat(options_.memory_limit_bytes));
+  }
+  if (options_.job_time_limit > absl::ZeroDuration()) {
+    args.push_back("--job-time-limit");
+    args.push_back(absl::FormatDuration(options_.job_time_limit));
+  }
   std::vector<char*> argv;
   argv.reserve(args.size() + 1);
   for (std::string& arg : args) {

@@ -6,6 +6,8 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
+
 #include <set>
 #include <string>
 #include <thread>
@@ -27,6 +29,8 @@ struct WorkerSupervisorOptions {
   absl::Duration max_backoff = absl::Seconds(30);     // The delay doubles up to this.
   absl::Duration stable_after = absl::Seconds(60);    // A child that ran this long resets it.
   absl::Duration stop_grace = absl::Seconds(10);      // SIGTERM..SIGKILL on Stop().
+  int64_t memory_limit_bytes = 0;  // If > 0, passed as --memory-limit (bytes).
+  absl::Duration job_time_limit = absl::ZeroDuration();  // If > 0, passed as --job-time-limit.
   std::string token;  // If set, given to children as $OMPQ_TOKEN (an environment variable,
                       // not argv, so `ps` does not show it).
 };
