@@ -177,19 +177,21 @@ class Study:
         self.save()
         print(f"{model}: {n} layers, budgets {budgets}", flush=True)
 
+        # The runs, each (phase, run id, size budget, act bits, extra flags, row fields).
+        # Executed phase by phase over all models, so that an interrupted study still has
+        # the most telling comparisons: OMPQ vs uniform, then beta, then random.
+        runs = []
         for act in a.act_bits:
             for b in a.bits:
                 budget = budgets[b]
                 common = dict(act_bits=act, weight_bits=b, budget_bytes=budget)
-                rid = f"ompq-w{b}-a{act}"
-                self.record(model, rid, self.quantize(model, rid, budget, act, a.finetune, []),
-                            method="ompq", beta=None, **common)
                 uniform = [p or b for p in pinned]
                 assert size_bytes(layers, uniform, other) == budget
-                rid = f"uniform-w{b}-a{act}"
-                self.record(model, rid, self.quantize(model, rid, budget, act, a.finetune,
-                                                      self.pin_args(layers, uniform)),
-                            method="uniform", **common)
+                phase = 0 if act == 8 else 1
+                runs.append((phase, f"ompq-w{b}-a{act}", budget, act, [],
+                             dict(method="ompq", beta=None, **common)))
+                runs.append((phase, f"uniform-w{b}-a{act}", budget, act,
+                             self.pin_args(layers, uniform), dict(method="uniform", **common)))
                 for seed in range(a.random_seeds):
                     bits = self.random_bits(layers, pinned, other, candidates, budget, b, seed)
                     rid = f"random{seed}-w{b}-a{act}"
@@ -197,16 +199,30 @@ class Study:
                         print(f"{model}/{rid}: no random allocation fills "
                               f"{a.random_min_fill:.0%} of the budget", flush=True)
                         continue
-                    self.record(model, rid, self.quantize(model, rid, budget, act, a.finetune,
-                                                          self.pin_args(layers, bits)),
-                                method="random", seed=seed, **common)
+                    fields = dict(method="random", seed=seed, **common)
+                    if bits == uniform:
+                        # At the smallest candidate's size nothing else fits: the run would
+                        # repeat the uniform one (PTQ is deterministic for a fixed seed).
+                        rid, fields["same_as"] = f"uniform-w{b}-a{act}", "uniform"
+                    fields["row"] = f"random{seed}-w{b}-a{act}"
+                    runs.append((3 if act == 8 else 4, rid, budget, act,
+                                 self.pin_args(layers, bits), fields))
         for beta in a.betas:
             budget = budgets[a.beta_bits]
-            rid = f"ompq-beta{beta:g}-w{a.beta_bits}-a8"
-            self.record(model, rid, self.quantize(model, rid, budget, 8, a.finetune,
-                                                  ["--beta", f"{beta:g}"]),
-                        method="ompq-beta", beta=beta, act_bits=8, weight_bits=a.beta_bits,
-                        budget_bytes=budget)
+            runs.append((2, f"ompq-beta{beta:g}-w{a.beta_bits}-a8", budget, 8,
+                         ["--beta", f"{beta:g}"],
+                         dict(method="ompq-beta", beta=beta, act_bits=8,
+                              weight_bits=a.beta_bits, budget_bytes=budget)))
+        return [(phase, model, *rest) for phase, *rest in runs]
+
+    def execute(self, planned):
+        for index, (phase, model, rid, budget, act, extra, fields) in enumerate(
+                sorted(planned, key=lambda r: (r[0], r[-1].get("seed", 0)))):
+            print(f"[{index + 1}/{len(planned)}] {model}/{fields.get('row', rid)}", flush=True)
+            fields = dict(fields)
+            row = fields.pop("row", rid)
+            self.record(model, row, self.quantize(model, rid, budget, act, self.args.finetune,
+                                                  extra), **fields)
 
     @staticmethod
     def pin_args(layers, bits):
@@ -260,14 +276,24 @@ def main():
                    help="extra OMPQ runs at --beta-bits (act 8); beta 1 is the default run")
     p.add_argument("--beta-bits", type=int, default=3)
     p.add_argument("--no-eval", action="store_true", help="no --eval (service without it)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="run only the probe jobs and print the planned runs")
     args = p.parse_args()
     os.makedirs(args.work, exist_ok=True)
+    # SIGTERM unwinds like Ctrl-C, so that the server is stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
     server = Server(args.bin_dir, args.work)
     try:
         study = Study(args, server)
         start = time.time()
+        planned = []
         for model in args.models:
-            study.run_model(model)
+            planned += study.run_model(model)
+        if args.dry_run:
+            for phase, model, rid, budget, act, extra, fields in planned:
+                print(phase, model, fields.get("row", rid), budget, act, " ".join(extra))
+        else:
+            study.execute(planned)
         print(f"study done in {time.time() - start:.0f} s; results in {args.results}")
     finally:
         server.stop()
