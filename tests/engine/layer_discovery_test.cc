@@ -161,31 +161,73 @@ TEST(LayerDiscoveryCollectTest, NoLayersAndRejectedInputs) {
   EXPECT_TRUE(skipped.empty()) << skipped;
 }
 
+// The textbook centred Gram H (X X^T) H of `output` in float64.
+torch::Tensor TextbookCentredGram(const torch::Tensor& output) {
+  const int64_t n = output.size(0);
+  const torch::Tensor x = output.reshape({n, -1}).to(torch::kDouble);
+  const torch::Tensor h = torch::eye(n, torch::kDouble) - 1.0 / n;
+  return h.mm(x.mm(x.t())).mm(h);
+}
+
+double RelativeError(const torch::Tensor& got, const torch::Tensor& expected) {
+  return ((got - expected).norm() / expected.norm()).item<double>();
+}
+
 // Compares CentredGram with the textbook H (X X^T) H in float64, including a
-// channels-last map and enough columns to need several chunks.
+// channels-last map and enough columns to need several chunks. Float32 maps are
+// multiplied in float32 per chunk and summed in float64 (see CentredGram): relative
+// error ~1e-7; float64 maps stay exact to rounding.
 TEST(CentredGramTest, MatchesTextbookFormula) {
   c10::InferenceMode inference_mode;
   torch::manual_seed(7);
   for (const torch::Tensor& output :
        {torch::randn({4, 3, 300, 300}) + 5.0,
         torch::randn({6, 8, 9, 10}).contiguous(at::MemoryFormat::ChannelsLast),
-        torch::randn({5, 7})}) {
-    const int64_t n = output.size(0);
-    const torch::Tensor x = output.reshape({n, -1}).to(torch::kDouble);
-    const torch::Tensor h = torch::eye(n, torch::kDouble) - 1.0 / n;
-    const torch::Tensor expected = h.mm(x.mm(x.t())).mm(h);
+        torch::randn({5, 7}), torch::randn({32, 70000}) + 3.0}) {
+    const torch::Tensor expected = TextbookCentredGram(output);
     double fraction = -1;
     const torch::Tensor got = CentredGram(output, &fraction);
     EXPECT_EQ(got.scalar_type(), torch::kDouble);
-    EXPECT_TRUE(torch::allclose(got, expected, 1e-9, 1e-6))
-        << (got - expected).abs().max().item<double>();
+    EXPECT_LT(RelativeError(got, expected), 1e-6);
     EXPECT_GT(fraction, 0.0);
     EXPECT_LT(fraction, 1.0);
+    const torch::Tensor exact = CentredGram(output.to(torch::kDouble));
+    EXPECT_TRUE(torch::allclose(exact, expected, 1e-9, 1e-6))
+        << (exact - expected).abs().max().item<double>();
   }
   // A constant output has no varying energy.
   double fraction = -1;
   CentredGram(torch::ones({3, 10}), &fraction);
   EXPECT_EQ(fraction, 0.0);
+}
+
+// Features whose mean is 1000x their spread across samples (and sparse, ReLU-like ones):
+// centring before the float32 product keeps the Gram and the CKA between two layers as
+// accurate as float64 needs, far inside the 1e-5 the ORM must meet.
+TEST(CentredGramTest, Float32MapsWithLargeMeansStayAccurate) {
+  c10::InferenceMode inference_mode;
+  torch::manual_seed(11);
+  const int64_t n = 32;
+  const torch::Tensor base = torch::randn({n, 16, 40, 40});
+  const torch::Tensor column_means = 1000.0 * (1.0 + torch::rand({1, 16, 40, 40}));
+  const torch::Tensor first = column_means + base;
+  const torch::Tensor second = 0.5 * base + 0.5 * torch::randn({n, 16, 40, 40}) + 10.0;
+  const torch::Tensor sparse = torch::relu(torch::randn({n, 64, 20, 20}) - 1.0);
+  std::vector<torch::Tensor> got, expected;
+  for (const torch::Tensor& output : {first, second, sparse}) {
+    ASSERT_EQ(output.scalar_type(), torch::kFloat);
+    got.push_back(CentredGram(output));
+    expected.push_back(TextbookCentredGram(output));
+    EXPECT_LT(RelativeError(got.back(), expected.back()), 1e-6);
+  }
+  auto cka = [](const torch::Tensor& a, const torch::Tensor& b) {
+    return ((a * b).sum() / (a.norm() * b.norm())).item<double>();
+  };
+  for (size_t i = 0; i < got.size(); ++i) {
+    for (size_t j = i + 1; j < got.size(); ++j) {
+      EXPECT_NEAR(cka(got[i], got[j]), cka(expected[i], expected[j]), 1e-7) << i << ", " << j;
+    }
+  }
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <limits>
 #include <set>
 
@@ -169,13 +170,29 @@ absl::StatusOr<SearchResult> RunSearch(const SearchOptions& options, const Progr
 
   // --- ANALYZING: load and check the model and the inputs, rewrite the graph.
   RETURN_IF_ERROR(report(Stage::kAnalyzing, 0.0, "loading the model"));
-  ASSIGN_OR_RETURN(LoadedModel model, LoadTorchScriptModel(options.model_path, options.device));
-  ASSIGN_OR_RETURN(std::string model_digest, DigestOfFile(options.model_path));
+  // Loading the archive compiles the model's code on one core; the digest and the
+  // calibration inputs are read on the other meanwhile.
+  struct SideInputs {
+    absl::StatusOr<std::string> digest;
+    absl::StatusOr<torch::Tensor> inputs;
+  };
+  std::future<SideInputs> side = std::async(std::launch::async, [&options] {
+    c10::InferenceMode side_inference_mode;
+    SideInputs side_inputs{DigestOfFile(options.model_path), absl::UnknownError("not read")};
+    absl::StatusOr<CalibrationData> calibration = LoadCalibrationFile(options.calib_path);
+    side_inputs.inputs = calibration.ok()
+                             ? SearchInputs(*calibration, options.search_samples, torch::kCPU)
+                             : absl::StatusOr<torch::Tensor>(calibration.status());
+    return side_inputs;
+  });
+  absl::StatusOr<LoadedModel> loaded = LoadTorchScriptModel(options.model_path, options.device);
+  SideInputs side_inputs = side.get();
+  if (!loaded.ok()) return loaded.status();
+  LoadedModel model = *std::move(loaded);
+  ASSIGN_OR_RETURN(std::string model_digest, std::move(side_inputs.digest));
   RETURN_IF_ERROR(report(Stage::kAnalyzing, 0.3, "loading the calibration inputs"));
-  ASSIGN_OR_RETURN(CalibrationData calibration, LoadCalibrationFile(options.calib_path));
-  ASSIGN_OR_RETURN(torch::Tensor inputs,
-                   SearchInputs(calibration, options.search_samples, model.device));
-  calibration = {};  // Only the search samples are needed from here on.
+  ASSIGN_OR_RETURN(torch::Tensor inputs, std::move(side_inputs.inputs));
+  inputs = inputs.to(model.device);
   RETURN_IF_ERROR(report(Stage::kAnalyzing, 0.5, "finding the quantizable layers"));
   ASSIGN_OR_RETURN(TappedModel tapped, TappedModel::Create(model.module));
   const double analyze_seconds = SecondsSince(start);

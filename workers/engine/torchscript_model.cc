@@ -3,8 +3,10 @@
 #include <ATen/Parallel.h>
 #include <torch/csrc/jit/api/function_impl.h>
 #include <torch/cuda.h>
+#include <zip.h>
 
 #include <filesystem>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -79,12 +81,50 @@ absl::Status CheckBlock(const torch::jit::Block* block, absl::string_view where)
   return absl::OkStatus();
 }
 
-// Refuses an archive whose code text names a denied op, before any of it runs.
+// Refuses an archive whose code text names a denied op, before any of it runs. Opens the
+// archive once: a model has hundreds of code files, and opening the archive per file (its
+// central directory parsed each time) took longer than torch::jit::load itself.
 absl::Status PrescanArchiveCode(const std::string& path) {
-  ASSIGN_OR_RETURN(std::vector<std::string> entries, ListZipEntries(path));
-  for (const std::string& entry : entries) {
+  int error_code = 0;
+  std::unique_ptr<zip_t, decltype(&zip_discard)> archive(
+      zip_open(path.c_str(), ZIP_RDONLY, &error_code), &zip_discard);
+  if (archive == nullptr) {
+    return JobFailure(
+        absl::StatusCode::kInvalidArgument, reason::kInvalidModel,
+        absl::StrCat("cannot open the model archive (libzip error ", error_code, ")"));
+  }
+  const zip_int64_t count = zip_get_num_entries(archive.get(), 0);
+  std::string code;
+  for (zip_int64_t i = 0; i < count; ++i) {
+    const zip_uint64_t index = static_cast<zip_uint64_t>(i);
+    const char* name = zip_get_name(archive.get(), index, 0);
+    if (name == nullptr) {
+      return JobFailure(absl::StatusCode::kInvalidArgument, reason::kInvalidModel,
+                        "the model archive has an entry without a readable name");
+    }
+    const std::string entry = name;
     if (!absl::StrContains(entry, "/code/") || !absl::EndsWith(entry, ".py")) continue;
-    ASSIGN_OR_RETURN(std::string code, ReadZipEntry(path, entry, kMaxCodeFileBytes));
+    zip_stat_t stat;
+    zip_stat_init(&stat);
+    if (zip_stat_index(archive.get(), index, 0, &stat) != 0 || !(stat.valid & ZIP_STAT_SIZE) ||
+        stat.size > kMaxCodeFileBytes) {
+      return JobFailure(
+          absl::StatusCode::kInvalidArgument, reason::kInvalidModel,
+          absl::StrCat("model archive entry '", entry, "' has no size or is larger than ",
+                       kMaxCodeFileBytes, " bytes"));
+    }
+    std::unique_ptr<zip_file_t, decltype(&zip_fclose)> file(
+        zip_fopen_index(archive.get(), index, 0), &zip_fclose);
+    code.assign(stat.size, '\0');
+    const zip_int64_t got =
+        file == nullptr ? -1 : (code.empty() ? 0 : zip_fread(file.get(), code.data(), stat.size));
+    // One more read must hit the end: an entry longer than its header says is corrupt.
+    char extra = 0;
+    if (got < 0 || static_cast<zip_uint64_t>(got) != stat.size ||
+        zip_fread(file.get(), &extra, 1) != 0) {
+      return JobFailure(absl::StatusCode::kInvalidArgument, reason::kInvalidModel,
+                        absl::StrCat("model archive entry '", entry, "' is corrupt"));
+    }
     for (const char* call : kDeniedCodeCalls) {
       if (absl::StrContains(code, call)) {
         return UnsupportedOp(absl::StripSuffix(call, "("), absl::StrCat("in ", entry));
