@@ -1,5 +1,7 @@
 // ompq-worker: pulls quantization jobs from ompq-server (WorkerService) and runs them.
 // Flags live here only; the loop is in worker.h.
+#include <dlfcn.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -42,6 +44,23 @@ ABSL_FLAG(std::string, memory_limit, "0",
 ABSL_FLAG(absl::Duration, job_time_limit, absl::ZeroDuration(),
           "Longest run of one job on this worker, e.g. 30m; 0: none. A job past it fails "
           "with DEADLINE_EXCEEDED (not retried)");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "Serve Prometheus /metrics on this host:port (port 0 picks one, logged); empty: "
+          "off");
+
+// civetweb, the HTTP server behind prometheus-cpp's /metrics, starts its threads with a
+// fixed 100 KiB stack (Debian builds it so). glibc refuses a stack that cannot also hold
+// the static TLS of every loaded library, and LibTorch + OpenBLAS + glog need more than
+// that, so --metrics-listen would fail with "null context when constructing CivetServer".
+// Requests for less than 1 MiB are raised to 1 MiB here (the executable's definition
+// wins over libc's; CMake exports it); more stack harms no caller.
+extern "C" int pthread_attr_setstacksize(pthread_attr_t* attr, size_t size) noexcept {
+  using SetStackSize = int (*)(pthread_attr_t*, size_t);
+  static const auto real =
+      reinterpret_cast<SetStackSize>(dlsym(RTLD_NEXT, "pthread_attr_setstacksize"));
+  constexpr size_t kMinStack = size_t{1} << 20;
+  return real(attr, std::max(size, kMinStack));
+}
 
 namespace {
 
@@ -113,6 +132,7 @@ int main(int argc, char** argv) {
     options.memory_limit_bytes = *bytes;
   }
   options.job_time_limit = absl::GetFlag(FLAGS_job_time_limit);
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   if (options.job_time_limit < absl::ZeroDuration()) {
     std::cerr << "ompq-worker: --job-time-limit must not be negative" << std::endl;
     return 2;

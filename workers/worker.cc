@@ -40,13 +40,21 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(WorkerOptions options) {
   if (options.worker_id.empty()) return absl::InvalidArgumentError("--worker-id is empty");
   if (options.work_dir.empty()) return absl::InvalidArgumentError("--work-dir is empty");
   ASSIGN_OR_RETURN(auto channel, client::MakeChannel(options.connection));
-  return std::make_unique<Worker>(std::move(options), std::move(channel));
+  auto worker = std::make_unique<Worker>(std::move(options), std::move(channel));
+  if (!worker->options_.metrics_listen.empty()) {
+    ASSIGN_OR_RETURN(int port, worker->metrics_->Serve(worker->options_.metrics_listen));
+    // The bound port, for --metrics-listen HOST:0 (tests, several workers on one host).
+    OMPQ_LOG(INFO) << "[" << worker->options_.worker_id << "] metrics on port " << port
+                   << " (/metrics)";
+  }
+  return worker;
 }
 
 Worker::Worker(WorkerOptions options, const std::shared_ptr<grpc::ChannelInterface>& channel)
     : options_(std::move(options)),
       workers_(v1::WorkerService::NewStub(channel)),
-      blobs_(v1::BlobService::NewStub(channel)) {}
+      blobs_(v1::BlobService::NewStub(channel)),
+      metrics_(std::make_unique<WorkerMetrics>(options_.device)) {}
 
 bool Worker::stopping() const {
   absl::MutexLock lock(&mu_);
@@ -100,6 +108,7 @@ absl::Status Worker::Run() {
   env.options = &options_;
   env.workers = workers_.get();
   env.blobs = blobs_.get();
+  env.metrics = metrics_.get();
   env.abandon = [this] { return ShouldAbandon(); };
 
   std::mt19937 jitter_source(std::random_device{}());
@@ -109,6 +118,7 @@ absl::Status Worker::Run() {
     auto lease = Lease();
     if (!lease.ok()) {
       if (stopping()) break;
+      metrics_->LeaseError();
       if (IsFatal(lease.status())) {
         return absl::Status(lease.status().code(),
                             absl::StrCat("ompq-server at ", options_.connection.server,
@@ -127,12 +137,15 @@ absl::Status Worker::Run() {
       continue;
     }
     if (!connected) {
+      metrics_->Reconnected();
       OMPQ_LOG(INFO) << "[" << options_.worker_id << "] reconnected to "
                      << options_.connection.server;
     }
     connected = true;
     backoff = options_.initial_backoff;
-    if (!lease->has_job() || lease->job().name().empty()) continue;
+    const bool got_job = lease->has_job() && !lease->job().name().empty();
+    metrics_->LeasePolled(got_job);
+    if (!got_job) continue;
     RunLeasedJob(env, *lease);
   }
   OMPQ_LOG(INFO) << "[" << options_.worker_id << "] stopped";

@@ -12,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "ompq/v1/blob_service.grpc.pb.h"
 #include "ompq/v1/worker_service.grpc.pb.h"
+#include "workers/worker_metrics.h"
 #include "workers/worker_options.h"
 
 namespace ompq::worker {
@@ -19,8 +20,9 @@ namespace ompq::worker {
 /// One worker process's loop over jobs.
 class Worker {
  public:
-  /// Opens the channel; INVALID_ARGUMENT for missing options, NOT_FOUND for an unreadable
-  /// TLS CA.
+  /// Opens the channel and, with `metrics_listen`, serves /metrics; INVALID_ARGUMENT for
+  /// missing options, NOT_FOUND for an unreadable TLS CA, UNAVAILABLE for a metrics
+  /// address that cannot be bound.
   static absl::StatusOr<std::unique_ptr<Worker>> Create(WorkerOptions options);
 
   /// Uses an existing channel (tests).
@@ -34,6 +36,9 @@ class Worker {
   /// running job gets `shutdown_grace` to finish before it is given back. Thread-safe.
   void Stop();
 
+  /// The worker's metrics (recorded whether or not they are served).
+  WorkerMetrics& metrics() { return *metrics_; }
+
  private:
   bool stopping() const;
   // True once a running job must be given back: stopping for longer than the grace.
@@ -45,6 +50,7 @@ class Worker {
   const WorkerOptions options_;
   std::unique_ptr<v1::WorkerService::StubInterface> workers_;
   std::unique_ptr<v1::BlobService::StubInterface> blobs_;
+  std::unique_ptr<WorkerMetrics> metrics_;
 
   mutable absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

@@ -116,6 +116,7 @@ class LeasedJob {
   void Run() {
     OMPQ_LOG(INFO) << "[" << options_.worker_id << "] " << job_.name() << ": started (attempt "
                    << job_.attempt() << ")";
+    env_.metrics->JobStarted();
     ReportProgress(v1::FETCHING_INPUTS, 0, "fetching inputs");
     heartbeat_.Start();
     std::vector<v1::Artifact> artifacts;
@@ -139,12 +140,18 @@ class LeasedJob {
       status = OutOfMemory(options_, e.what());
     }
     heartbeat_.Stop();
+    env_.metrics->ObserveStage(stage_, absl::Now() - stage_started_);
+    const char* outcome = job_result::kLost;
     if (heartbeat_.lease_lost()) {
       OMPQ_LOG(WARNING) << "[" << options_.worker_id << "] " << job_.name()
                         << ": lease lost; another attempt owns the job";
-    } else {
-      Complete(status, result, artifacts);
+    } else if (Complete(status, result, artifacts)) {
+      outcome = status.ok()                      ? job_result::kSucceeded
+                : heartbeat_.cancel_requested() ? job_result::kCancelled
+                : env_.abandon()                ? job_result::kAbandoned
+                                                : job_result::kFailed;
     }
+    env_.metrics->JobFinished(outcome, absl::Now() - started_);
     std::error_code ec;
     fs::remove_all(dir_, ec);
   }
@@ -187,6 +194,8 @@ class LeasedJob {
   void ReportProgress(v1::Stage stage, double fraction, std::string message) {
     absl::Time now = absl::Now();
     if (stage != stage_) {
+      // The stage that just ended (none before the first report).
+      if (stage_ != v1::STAGE_UNSPECIFIED) env_.metrics->ObserveStage(stage_, now - stage_started_);
       stage_ = stage;
       stage_started_ = now;
     }
@@ -286,7 +295,9 @@ class LeasedJob {
     return absl::OkStatus();
   }
 
-  void Complete(const absl::Status& status, const v1::JobResult& result,
+  // True when the server took the outcome; false when it refused it (a stale lease's
+  // completion gets ABORTED) or could not be reached.
+  bool Complete(const absl::Status& status, const v1::JobResult& result,
                 const std::vector<v1::Artifact>& artifacts) {
     v1::CompleteJobRequest request;
     request.set_lease_id(lease_id_);
@@ -317,14 +328,14 @@ class LeasedJob {
       if (sent.ok()) {
         OMPQ_LOG(INFO) << "[" << options_.worker_id << "] " << job_.name() << ": completed as "
                        << v1::JobState_Name(response.job().state());
-        return;
+        return true;
       }
       if (sent.error_code() != grpc::StatusCode::UNAVAILABLE || attempt >= 5) {
         OMPQ_LOG(WARNING) << "[" << options_.worker_id << "] " << job_.name()
                           << ": CompleteJob failed: "
                           << StatusCodeName(FromGrpcStatus(sent).code()) << ": "
                           << sent.error_message();
-        return;
+        return false;
       }
       absl::SleepFor(backoff);
       backoff = std::min(backoff * 2, options_.max_backoff);

@@ -7,6 +7,7 @@
 
 #include "ompq/v1/blob_service.grpc.pb.h"
 #include "ompq/v1/worker_service.grpc.pb.h"
+#include "workers/worker_metrics.h"
 #include "workers/worker_options.h"
 
 namespace ompq::worker {
@@ -16,6 +17,7 @@ struct JobEnvironment {
   const WorkerOptions* options = nullptr;
   v1::WorkerService::StubInterface* workers = nullptr;
   v1::BlobService::StubInterface* blobs = nullptr;
+  WorkerMetrics* metrics = nullptr;  // Jobs, stages and their times are recorded here.
   std::function<bool()> abandon;  // True once the worker must give the job back.
 };
 

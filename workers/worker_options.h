@@ -27,6 +27,7 @@ struct WorkerOptions {
   absl::Duration job_time_limit = absl::ZeroDuration();      // Per-job run time; 0: none.
   HeartbeatOptions heartbeat;                                // Heartbeat cadence and deadline.
   client::TransferLimits transfer;                           // Blob download/upload deadlines.
+  std::string metrics_listen;                                // Prometheus /metrics; empty: none.
 };
 
 }  // namespace ompq::worker
