@@ -18,6 +18,7 @@ Every run's report.json stays in WORK/<model>/<run>/ and its figures go into --r
 re-running skips runs whose report already exists (resumable).
 """
 import argparse
+import concurrent.futures
 import json
 import os
 import random
@@ -27,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
@@ -53,14 +55,14 @@ def exact_pins(layers, bits):
 class Server:
     """ompq-server on 127.0.0.1:0 with a private data dir; stopped with SIGTERM."""
 
-    def __init__(self, bin_dir, work):
+    def __init__(self, bin_dir, work, workers):
         self.dir = tempfile.mkdtemp(prefix="ompq-study-", dir=work)
         port_file = os.path.join(self.dir, "port")
         self.log = open(os.path.join(self.dir, "server.log"), "w")
         self.proc = subprocess.Popen(
             [os.path.join(bin_dir, "ompq-server"), "--listen", "127.0.0.1:0", "--port-file",
              port_file, "--metrics-listen", "127.0.0.1:0",
-             "--data-dir", os.path.join(self.dir, "data")],
+             "--data-dir", os.path.join(self.dir, "data"), "--workers", str(workers)],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -89,6 +91,7 @@ class Study:
     def __init__(self, args, server):
         self.args = args
         self.server = server
+        self.lock = threading.Lock()
         self.results = {"runs": {}}
         if os.path.exists(args.results):
             with open(args.results) as f:
@@ -107,7 +110,8 @@ class Study:
 
     def quantize(self, model, run_id, size, act_bits, finetune, extra):
         """Runs one job (or reuses its report) and returns the report."""
-        out = os.path.join(self.args.work, model, run_id)
+        out = (os.path.join(self.args.work, "probe", model) if run_id == "probe" else
+               os.path.join(self.args.work, finetune, model, run_id))
         report_path = os.path.join(out, "report.json")
         if not os.path.exists(report_path):
             data = os.path.join(self.args.cache, model)
@@ -124,30 +128,53 @@ class Study:
             cmd += extra
             shutil.rmtree(out + ".partial", ignore_errors=True)
             start = time.time()
+            os.makedirs(os.path.dirname(out), exist_ok=True)
             proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             if proc.returncode != 0:
                 sys.exit(f"{model}/{run_id} failed (exit {proc.returncode}):\n"
                          f"{' '.join(cmd)}\n{proc.stderr[-3000:]}")
-            with open(os.path.join(out + ".partial", "job.json"), "w") as f:
+            with open(os.path.join(out + ".partial", "ompqctl.json"), "w") as f:
                 f.write(proc.stdout)
             os.replace(out + ".partial", out)
             print(f"  {model}/{run_id}: {time.time() - start:.0f} s", flush=True)
         with open(report_path) as f:
-            return json.load(f)
+            report = json.load(f)
+        report["_dir"] = out
+        return report
+
+    def torch_top1(self, model, out):
+        """Top-1 of the exported model_quantized.pt on eval.pt, in Python (torch.jit.load):
+        the number a user gets, and a check of the report's own figure."""
+        import torch
+        path = os.path.join(out, "model_quantized.pt")
+        if not os.path.exists(path):
+            return None
+        data = torch.load(os.path.join(self.args.cache, model, "eval.pt"))
+        net = torch.jit.load(path).eval()
+        correct = 0
+        with torch.no_grad():
+            for i in range(0, len(data["labels"]), 500):
+                logits = net(data["inputs"][i:i + 500])
+                correct += (logits.argmax(1) == data["labels"][i:i + 500]).sum().item()
+        return correct / len(data["labels"])
 
     def record(self, model, run_id, report, **fields):
         acc = report.get("accuracy") or {}
+        top1_torch = self.torch_top1(model, report["_dir"])
         timings = report.get("timings_seconds", {})
         row = dict(fields, model=model, run=run_id,
                    size_bytes=report["result"]["size_bytes"], bops=report["result"]["bops"],
                    bits=[layer["bits"] for layer in report["layers"]],
-                   top1=acc.get("quantized"), top1_before_finetune=acc.get(
+                   top1=acc.get("quantized", top1_torch), top1_torch=top1_torch,
+                   top1_source="report" if "quantized" in acc else "torch.jit.load",
+                   finetune=self.args.finetune, top1_before_finetune=acc.get(
                        "quantized_before_finetune"), fp32=acc.get("fp32"),
                    search_seconds=sum(timings.get(k, 0.0)
                                       for k in ("analyze", "orthogonality", "solve")),
                    timings_seconds=timings)
-        self.results["runs"][f"{model}/{run_id}"] = row
-        self.save()
+        with self.lock:
+            self.results["runs"][f"{model}/{run_id}"] = row
+            self.save()
         top1 = "-" if row["top1"] is None else f"{100 * row['top1']:.2f}%"
         print(f"{model}/{run_id}: size {row['size_bytes']} B, top-1 {top1}", flush=True)
         return row
@@ -216,13 +243,21 @@ class Study:
         return [(phase, model, *rest) for phase, *rest in runs]
 
     def execute(self, planned):
-        for index, (phase, model, rid, budget, act, extra, fields) in enumerate(
-                sorted(planned, key=lambda r: (r[0], r[-1].get("seed", 0)))):
+        """Phase by phase (a later phase may reuse an earlier run), --jobs runs at a time."""
+        def one(index, model, rid, budget, act, extra, fields):
             print(f"[{index + 1}/{len(planned)}] {model}/{fields.get('row', rid)}", flush=True)
             fields = dict(fields)
             row = fields.pop("row", rid)
             self.record(model, row, self.quantize(model, rid, budget, act, self.args.finetune,
                                                   extra), **fields)
+
+        ordered = sorted(planned, key=lambda r: (r[0], r[-1].get("seed", 0)))
+        with concurrent.futures.ThreadPoolExecutor(self.args.jobs) as pool:
+            for phase in sorted({r[0] for r in ordered}):
+                futures = [pool.submit(one, i, *r[1:]) for i, r in enumerate(ordered)
+                           if r[0] == phase]
+                for future in futures:
+                    future.result()
 
     @staticmethod
     def pin_args(layers, bits):
@@ -262,7 +297,7 @@ def main():
     p.add_argument("--cache", default=DEFAULT_CACHE, help="train_models.py's cache")
     p.add_argument("--work", default=os.path.join(DEFAULT_CACHE, "runs"),
                    help="each run's artifacts (the resume state)")
-    p.add_argument("--results", default=os.path.join(REPO, "bench", "accuracy", "results.json"))
+    p.add_argument("--results", help="default bench/accuracy/results_<finetune>.json")
     p.add_argument("--models", nargs="+", default=["resnet", "mobilenet"])
     p.add_argument("--bits", type=int, nargs="+", default=[2, 3, 4])
     p.add_argument("--act-bits", type=int, nargs="+", default=[8, 4])
@@ -276,13 +311,17 @@ def main():
                    help="extra OMPQ runs at --beta-bits (act 8); beta 1 is the default run")
     p.add_argument("--beta-bits", type=int, default=3)
     p.add_argument("--no-eval", action="store_true", help="no --eval (service without it)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at a time (the server gets as many local workers)")
     p.add_argument("--dry-run", action="store_true",
                    help="run only the probe jobs and print the planned runs")
     args = p.parse_args()
+    if not args.results:
+        args.results = os.path.join(REPO, "bench", "accuracy", f"results_{args.finetune}.json")
     os.makedirs(args.work, exist_ok=True)
     # SIGTERM unwinds like Ctrl-C, so that the server is stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
-    server = Server(args.bin_dir, args.work)
+    server = Server(args.bin_dir, args.work, args.jobs)
     try:
         study = Study(args, server)
         start = time.time()

@@ -151,7 +151,7 @@ def train_one(name, args):
     # training settings are recorded in meta.json. --retrain forces a new training.
     wanted = {"model": name, "arch": arch_digest(name), "eval_samples": args.eval_samples,
               "seed": args.seed}
-    if os.path.exists(meta_path) and not args.retrain:
+    if os.path.exists(meta_path) and not args.retrain and not args.resume:
         with open(meta_path) as f:
             meta = json.load(f)
         if all(meta.get(k) == v for k, v in wanted.items()) and all(
@@ -168,6 +168,13 @@ def train_one(name, args):
         train_x, train_y = train_x[:args.train_samples], train_y[:args.train_samples]
 
     model = MODELS[name]()
+    previous = None
+    if args.resume:
+        # A second OneCycle from the cached weights (when the first budget was too short).
+        with open(meta_path) as f:
+            previous = json.load(f)
+        model.load_state_dict(torch.jit.load(os.path.join(out_dir, "model.pt")).state_dict())
+        print(f"{name}: resuming from {out_dir} (FP32 top-1 {previous['fp32_top1']:.4f})")
     params = sum(p.numel() for p in model.parameters())
     print(f"{name}: {params} parameters, {len(train_x)} training images", flush=True)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4,
@@ -236,6 +243,14 @@ def train_one(name, args):
                 epochs_trained=round(total_steps / steps_per_epoch, 2),
                 fp32_top1_eval_subset=evaluate(traced, eval_x, eval_y),
                 train_seconds=seconds, train_samples=len(train_x))
+    if previous is not None:
+        meta["previous_cycles"] = previous.get("previous_cycles", []) + [
+            {k: previous.get(k) for k in ("steps", "epochs_trained", "train_seconds", "fp32_top1",
+                                          "budget_minutes", "lr")}]
+        meta["epochs_trained_total"] = round(meta["epochs_trained"] + sum(
+            c["epochs_trained"] for c in meta["previous_cycles"]), 2)
+        meta["train_seconds_total"] = round(seconds + sum(
+            c["train_seconds"] for c in meta["previous_cycles"]), 1)
     with open(meta_path, "w") as f:
         json.dump(meta, f, indent=2)
     print(f"{name}: wrote {out_dir} (FP32 top-1 {acc:.4f} full test split, "
@@ -257,6 +272,8 @@ def main():
                              "with a few epochs it slows convergence more than it helps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--retrain", action="store_true", help="ignore the cache")
+    parser.add_argument("--resume", action="store_true",
+                        help="train the cached model further (one more OneCycle)")
     parser.add_argument("--threads", type=int, default=1,
                         help="1: on a loaded machine OpenMP barriers waste more than a 2nd "
                              "thread gains; train the two models in parallel instead")
