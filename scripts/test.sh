@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/install-deps.sh python3-scipy
+# clang + libclang-rt-14-dev (the libFuzzer runtime): scripts/fuzz.sh.
+bash scripts/install-deps.sh python3-scipy clang libclang-rt-14-dev
 # Deployment checks (tests/deploy): python3-yaml, and promtool from Debian's prometheus.
 bash scripts/install-deps.sh python3-yaml prometheus
 bash scripts/build.sh
@@ -20,3 +21,6 @@ fi
 
 # LibTorch tests share 2 cores here; run tests two at a time, each bounded in time.
 ctest --test-dir build --output-on-failure -j 2 --timeout 900
+
+# libFuzzer targets of every parser of user bytes, each run briefly (build-fuzz, clang).
+bash scripts/fuzz.sh

@@ -3,6 +3,7 @@
 #include "workers/engine/tensor_io.h"
 
 #include <gtest/gtest.h>
+#include <zip.h>
 
 #include <filesystem>
 #include <fstream>
@@ -120,6 +121,46 @@ TEST_F(TensorIoFileTest, DamagedFilesGiveInvalidInput) {
   absl::StatusOr<std::string> npz = ReadFileBytes(ModelFile("calib_sequence.npz"), 1 << 30);
   ASSERT_TRUE(npz.ok());
   ExpectInvalidInput(Write("half.npz", npz->substr(0, npz->size() / 2)), "");
+}
+
+TEST(TensorIoTest, BoolArraysHoldOnlyTrueAndFalse) {
+  // numpy keeps any byte in a bool array (np.arange(24, dtype=np.uint8).view(bool) saves
+  // bytes 0..23); found by fuzz_calibration_file: such bytes must not reach LibTorch as
+  // bools other than 0/1. The uint8 file with its descr renamed is exactly that file.
+  absl::StatusOr<std::string> bytes = ReadFileBytes(ModelFile("npy_u1.npy"), 1 << 20);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  const size_t descr = bytes->find("'|u1'");
+  ASSERT_NE(descr, std::string::npos);
+  bytes->replace(descr, 5, "'|b1'");
+  absl::StatusOr<torch::Tensor> tensor = ParseNpyTensor(*bytes);
+  ASSERT_TRUE(tensor.ok()) << tensor.status();
+  EXPECT_EQ(tensor->scalar_type(), torch::kBool);
+  const torch::Tensor raw = tensor->contiguous().view(torch::kByte);
+  EXPECT_TRUE(torch::equal(raw, torch::arange(24).reshape({2, 3, 4}).ne(0).to(torch::kByte)))
+      << raw;
+}
+
+TEST_F(TensorIoFileTest, PickleWithAHugeMemoIdIsRefusedBeforeLibTorchReadsIt) {
+  // Found by fuzz_calibration_file: LibTorch's unpickler grows its memo table to the id of
+  // a LONG_BINPUT (16 bytes per entry), so 5 bytes asked it for 32 GiB. A real torch.save
+  // archive with its data.pkl replaced by: PROTO 2, EMPTY_LIST, LONG_BINPUT 0x7fffffff, STOP.
+  const std::string path = (std::filesystem::path(::testing::TempDir()) / "memo.pt").string();
+  std::filesystem::copy_file(ModelFile("calib_images.pt"), path,
+                             std::filesystem::copy_options::overwrite_existing);
+  int error = 0;
+  zip_t* archive = zip_open(path.c_str(), 0, &error);
+  ASSERT_NE(archive, nullptr);
+  std::string pkl;
+  for (zip_int64_t i = 0; i < zip_get_num_entries(archive, 0); ++i) {
+    const std::string name = zip_get_name(archive, static_cast<zip_uint64_t>(i), 0);
+    if (name.size() > 9 && name.substr(name.size() - 9) == "/data.pkl") pkl = name;
+  }
+  ASSERT_FALSE(pkl.empty());
+  static const char kPickle[] = "\x80\x02]r\xff\xff\xff\x7f.";
+  zip_source_t* source = zip_source_buffer(archive, kPickle, sizeof(kPickle) - 1, 0);
+  ASSERT_GE(zip_file_add(archive, pkl.c_str(), source, ZIP_FL_OVERWRITE), 0);
+  ASSERT_EQ(zip_close(archive), 0);
+  ExpectInvalidInput(path, "memo id out of range");
 }
 
 TEST_F(TensorIoFileTest, ZeroDimensionalArraysAreRefused) {

@@ -55,8 +55,105 @@ absl::StatusOr<torch::Tensor> TensorFromIValue(const c10::IValue& value, absl::s
   return value.toTensor();
 }
 
+// LibTorch's unpickler trusts counts in the pickle: a memo id grows its memo table to that
+// many 16-byte entries and a string opcode allocates its declared length before reading,
+// so a few crafted bytes of a .pt make it allocate gigabytes (found by
+// fuzz_calibration_file). Walk the opcodes first: a valid pickle numbers its memo entries
+// from 0 (so ids are below its length) and holds every string it declares.
+absl::Status CheckPickleCounts(absl::string_view pickle, absl::string_view file_name) {
+  auto refuse = [&](absl::string_view what) {
+    return InvalidInput(absl::StrCat("cannot read torch.save() file '", file_name,
+                                     "': its data.pkl is malformed (", what, ")"));
+  };
+  auto read_le = [&](size_t pos, int bytes) {
+    uint64_t value = 0;
+    for (int i = bytes - 1; i >= 0; --i) {
+      value = (value << 8) | static_cast<unsigned char>(pickle[pos + i]);
+    }
+    return value;
+  };
+  size_t pos = 0;
+  while (pos < pickle.size()) {
+    const unsigned char op = static_cast<unsigned char>(pickle[pos++]);
+    size_t fixed = 0;  // Argument bytes after the opcode.
+    int length_bytes = 0;  // Or: a length of this many bytes, then that many bytes.
+    bool memo_id = false;
+    switch (op) {
+      case '.':  // STOP
+        return absl::OkStatus();
+      case 'K': case 'h': case 'q': case 0x80:  // BININT1 BINGET BINPUT PROTO
+        fixed = 1;
+        break;
+      case 'M':  // BININT2
+        fixed = 2;
+        break;
+      case 'J':  // BININT
+        fixed = 4;
+        break;
+      case 'j': case 'r':  // LONG_BINGET LONG_BINPUT
+        fixed = 4;
+        memo_id = true;
+        break;
+      case 'G': case 0x95:  // BINFLOAT FRAME
+        fixed = 8;
+        break;
+      case 'U': case 'C': case 0x8c: case 0x8a:  // SHORT_BINSTRING/BYTES/UNICODE LONG1
+        length_bytes = 1;
+        break;
+      case 'X': case 'T': case 'B': case 0x8b:  // BINUNICODE BINSTRING BINBYTES LONG4
+        length_bytes = 4;
+        break;
+      case 0x8d: case 0x8e: case 0x96:  // BINUNICODE8 BINBYTES8 BYTEARRAY8
+        length_bytes = 8;
+        break;
+      case 'c':  // GLOBAL: module and name, each ending in a newline.
+        for (int line = 0; line < 2; ++line) {
+          size_t end = pickle.find('\n', pos);
+          if (end == absl::string_view::npos) return refuse("truncated GLOBAL");
+          pos = end + 1;
+        }
+        continue;
+      case '(': case '0': case '1': case '2': case 'N': case 'Q': case 'R': case 'a':
+      case 'b': case 'd': case '}': case 'e': case 'l': case ']': case 's': case 't':
+      case ')': case 'u': case 0x81: case 0x85: case 0x86: case 0x87: case 0x88:
+      case 0x89: case 0x8f: case 0x90: case 0x91: case 0x92: case 0x93: case 0x94:
+        break;
+      default:  // An opcode LibTorch does not know either: it refuses the file itself.
+        return absl::OkStatus();
+    }
+    if (length_bytes > 0) {
+      if (static_cast<size_t>(length_bytes) > pickle.size() - pos) return refuse("truncated");
+      const uint64_t length = read_le(pos, length_bytes);
+      pos += length_bytes;
+      if (length > pickle.size() - pos) return refuse("a string longer than the pickle");
+      pos += length;
+      continue;
+    }
+    if (fixed > pickle.size() - pos) return refuse("truncated");
+    if (memo_id && read_le(pos, 4) >= pickle.size()) return refuse("a memo id out of range");
+    pos += fixed;
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<CalibrationData> LoadTorchSave(const std::string& path, absl::string_view file_name,
                                               const TensorIoLimits& limits) {
+  {
+    // LibTorch reads "<prefix>/data.pkl", the prefix being the first entry's folder.
+    absl::StatusOr<std::vector<std::string>> entries = ListZipEntries(path);
+    if (!entries.ok() || entries->empty()) {
+      return InvalidInput(absl::StrCat("cannot read torch.save() file '", file_name,
+                                       "': not a readable zip archive"));
+    }
+    const std::string prefix = (*entries)[0].substr(0, (*entries)[0].find('/'));
+    absl::StatusOr<std::string> pickle =
+        ReadZipEntry(path, absl::StrCat(prefix, "/data.pkl"), limits.max_file_bytes);
+    if (!pickle.ok()) {
+      return InvalidInput(absl::StrCat("cannot read torch.save() file '", file_name,
+                                       "': ", pickle.status().message()));
+    }
+    RETURN_IF_ERROR(CheckPickleCounts(*pickle, file_name));
+  }
   ASSIGN_OR_RETURN(std::string bytes, ReadFileBytes(path, limits.max_file_bytes));
   c10::IValue value;
   {
@@ -141,7 +238,9 @@ absl::StatusOr<torch::Tensor> ParseNpyTensor(absl::string_view bytes) {
   torch::ScalarType type = torch::kFloat;
   switch (array.dtype) {
     case NpyDtype::kBool:
-      type = torch::kBool;
+      // Read as bytes and compare with 0 below: numpy stores any byte in a bool array
+      // (arr.view(bool)), and a LibTorch bool other than 0/1 is undefined behaviour.
+      type = torch::kByte;
       break;
     case NpyDtype::kInt8:
       type = torch::kChar;
@@ -185,6 +284,7 @@ absl::StatusOr<torch::Tensor> ParseNpyTensor(absl::string_view bytes) {
   if (array.big_endian) {
     ByteSwapInPlace(static_cast<char*>(tensor.data_ptr()), array.NumElements(), array.item_size);
   }
+  if (array.dtype == NpyDtype::kBool) tensor = tensor.ne(0);
   // Unsigned types were read as their signed twins: widen and mask back to the true value.
   if (array.dtype == NpyDtype::kUInt16) tensor = tensor.to(torch::kInt).bitwise_and(0xFFFF);
   if (array.dtype == NpyDtype::kUInt32) {
