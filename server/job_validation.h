@@ -13,14 +13,13 @@
 
 namespace ompq {
 
-/// Finetuning is not implemented in this version: an unspecified mode means NONE (the
-/// product default becomes PTQ once finetuning lands).
-inline constexpr v1::FinetuneMode kDefaultFinetuneMode = v1::NONE;
+/// An unspecified finetune mode means PTQ (PRODUCT.md).
+inline constexpr v1::FinetuneMode kDefaultFinetuneMode = v1::PTQ;
 
 /// Checks every field of `spec` and fills defaults (weight_bits 2..8, act_bits 8,
 /// pin_first_last_bits 8, search_samples 32, calib_samples 1024, finetune as above).
-/// INVALID_ARGUMENT for a bad field; UNIMPLEMENTED for features this version lacks
-/// (PTQ/QAT finetuning, eval and train data). Blob existence is checked by the caller.
+/// INVALID_ARGUMENT for a bad field; UNIMPLEMENTED for what this version lacks (QAT and
+/// its training data). Blob existence is checked by the caller.
 absl::Status ValidateAndFillSpec(v1::JobSpec* spec);
 
 /// Checks CreateJobRequest.request_id (at most 128 printable characters).

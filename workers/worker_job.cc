@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <exception>
+#include <functional>
 #include <filesystem>
 #include <new>
 #include <optional>
@@ -22,6 +23,7 @@
 #include "common/status_macros.h"
 #include "common/units.h"
 #include "google/protobuf/util/time_util.h"
+#include "workers/engine/quantize.h"
 #include "workers/engine/search.h"
 #include "workers/worker_heartbeat.h"
 #include "workers/worker_mapping.h"
@@ -100,11 +102,12 @@ class LeasedJob {
         lease_id_(lease.lease_id()),
         heartbeat_(*env.workers, options_.connection, options_.worker_id, lease.lease_id(),
                    lease.job().name(), FromProto(lease.lease_duration()), options_.heartbeat),
-        progress_(JobProgress::SearchStages()),
+        progress_(JobProgress::StagesFor(lease.job().spec())),
         dir_(fs::path(options_.work_dir) / "jobs" /
              std::string(absl::StripPrefix(lease.job().name(), "jobs/"))),
         model_path_(dir_ / ModelFileName(lease.job().spec())),
-        calib_path_(dir_ / "calib.data") {
+        calib_path_(dir_ / "calib.data"),
+        eval_path_(lease.job().spec().eval_digest().empty() ? fs::path() : dir_ / "eval.data") {
     if (job_.spec().has_timeout()) deadline_ = started_ + FromProto(job_.spec().timeout());
     if (options_.job_time_limit > absl::ZeroDuration() &&
         started_ + options_.job_time_limit < deadline_) {
@@ -129,13 +132,19 @@ class LeasedJob {
                           << ": OMPQ_WORKER_FAULT=crash_on_label: killing this worker";
         ::kill(::getpid(), SIGKILL);
       }
+      // Eval data is checked before any long work starts.
+      if (status.ok()) status = Guarded("checking the eval data", [&] { return CheckEval(); });
       std::optional<nlohmann::json> report;
       if (status.ok()) {
         auto searched = Search();
         status = searched.status();
         if (searched.ok()) report = std::move(*searched);
       }
-      if (status.ok()) status = Export(*report, result, artifacts);
+      std::vector<std::string> files;
+      if (status.ok()) {
+        status = Guarded("quantization", [&] { return Quantize(*report, files); });
+      }
+      if (status.ok()) status = Export(*report, files, result, artifacts);
     } catch (const std::bad_alloc& e) {
       status = OutOfMemory(options_, e.what());
     }
@@ -217,9 +226,9 @@ class LeasedJob {
       return absl::InternalError(absl::StrCat("cannot create ", dir_.string(), ": ", ec.message()));
     }
     // The engine recognises files by their bytes, so the names only need to be unique.
-    // Eval and train data are not used by the search yet, so they are not fetched.
-    const std::vector<std::pair<std::string, fs::path>> inputs = {
+    std::vector<std::pair<std::string, fs::path>> inputs = {
         {job_.spec().model_digest(), model_path_}, {job_.spec().calib_digest(), calib_path_}};
+    if (!eval_path_.empty()) inputs.emplace_back(job_.spec().eval_digest(), eval_path_);
     for (size_t i = 0; i < inputs.size(); ++i) {
       if (ShouldStop()) return StopReason().first;
       ReportProgress(v1::FETCHING_INPUTS, static_cast<double>(i) / inputs.size(),
@@ -227,6 +236,46 @@ class LeasedJob {
       RETURN_IF_ERROR(client::DownloadBlob(*env_.blobs, options_.connection, options_.transfer,
                                            inputs[i].first, -1, inputs[i].second.string()));
     }
+    return absl::OkStatus();
+  }
+
+  // Runs an engine call, turning exceptions and allocator failures into the job's error.
+  absl::Status Guarded(absl::string_view what, const std::function<absl::Status()>& body) {
+    absl::Status status;
+    try {
+      status = body();
+    } catch (const std::bad_alloc& e) {
+      return OutOfMemory(options_, e.what());
+    } catch (const std::exception& e) {
+      // The engine reports errors as Status; this only guards the worker against a bug.
+      return absl::InternalError(absl::StrCat(what, " failed: ", e.what()));
+    }
+    if (!status.ok() && status.code() != absl::StatusCode::kResourceExhausted &&
+        LooksLikeOutOfMemory(status)) {
+      return OutOfMemory(options_, status.message());
+    }
+    return status;
+  }
+
+  engine::QuantizeOptions QuantizeOptionsForJob() const {
+    return ToQuantizeOptions(job_.spec(), model_path_.string(), calib_path_.string(),
+                             eval_path_.string(), options_.device, (dir_ / "artifacts").string());
+  }
+
+  absl::Status CheckEval() {
+    if (eval_path_.empty()) return absl::OkStatus();
+    ReportProgress(v1::ANALYZING, 0, "checking the eval data");
+    return engine::CheckEvalData(QuantizeOptionsForJob());
+  }
+
+  // Quantization after the search: calibration, PTQ, evaluation, model_quantized.pt and
+  // encodings.json (added to `files`).
+  absl::Status Quantize(nlohmann::json& report, std::vector<std::string>& files) {
+    auto on_progress = [this](engine::Stage stage, double fraction, const std::string& message) {
+      ReportProgress(ToProtoStage(stage), fraction, message);
+      return !ShouldStop();
+    };
+    ASSIGN_OR_RETURN(files, engine::RunQuantization(QuantizeOptionsForJob(), report, on_progress));
     return absl::OkStatus();
   }
 
@@ -256,8 +305,9 @@ class LeasedJob {
     return std::move(searched->report);
   }
 
-  absl::Status Export(nlohmann::json& report, v1::JobResult& result,
-                      std::vector<v1::Artifact>& artifacts) {
+  // Writes the report files beside the quantization's `files` and uploads them all.
+  absl::Status Export(nlohmann::json& report, std::vector<std::string> files,
+                      v1::JobResult& result, std::vector<v1::Artifact>& artifacts) {
     ReportProgress(v1::EXPORTING, 0, "writing artifacts");
     report["job"] = job_.name();
     if (!report["model"].is_object()) report["model"] = nlohmann::json::object();
@@ -269,14 +319,17 @@ class LeasedJob {
       if (!timings.contains(stage)) timings[stage] = 0.0;
     }
     const fs::path out_dir = dir_ / "artifacts";
+    // The engine's export (model_quantized.pt, encodings.json) plus the report files.
+    const double engine_export_seconds = timings.value("export", 0.0);
     absl::Time export_start = absl::Now();
     RETURN_IF_ERROR(engine::WriteArtifacts(report, out_dir.string()).status());
     // Written twice so report.json records the export time it measures; the files are
     // small and the second write is as quick as the first.
-    timings["export"] = absl::ToDoubleSeconds(absl::Now() - export_start);
+    timings["export"] = engine_export_seconds + absl::ToDoubleSeconds(absl::Now() - export_start);
     timings["total"] = absl::ToDoubleSeconds(absl::Now() - started_);
-    ASSIGN_OR_RETURN(std::vector<std::string> files,
+    ASSIGN_OR_RETURN(std::vector<std::string> report_files,
                      engine::WriteArtifacts(report, out_dir.string()));
+    files.insert(files.begin(), report_files.begin(), report_files.end());
     ASSIGN_OR_RETURN(result, ToJobResult(report));
 
     for (size_t i = 0; i < files.size(); ++i) {
@@ -352,6 +405,7 @@ class LeasedJob {
   const fs::path dir_;         // work_dir/jobs/<id>: inputs and artifacts, removed after.
   const fs::path model_path_;  // Downloaded model.
   const fs::path calib_path_;  // Downloaded calibration data.
+  const fs::path eval_path_;   // Downloaded eval data; empty without.
 
   const absl::Time started_ = absl::Now();
   absl::Time deadline_ = absl::InfiniteFuture();  // The job's or the worker's time limit.

@@ -73,6 +73,24 @@ engine::SearchOptions ToSearchOptions(const v1::JobSpec& spec, const std::string
   return options;
 }
 
+engine::QuantizeOptions ToQuantizeOptions(const v1::JobSpec& spec, const std::string& model_path,
+                                          const std::string& calib_path,
+                                          const std::string& eval_path, const std::string& device,
+                                          const std::string& out_dir) {
+  engine::QuantizeOptions options;
+  options.model_path = model_path;
+  options.calib_path = calib_path;
+  options.eval_path = eval_path;
+  options.finetune = spec.finetune() == v1::NONE ? "none" : "ptq";
+  if (spec.act_bits() != 0) options.act_bits = spec.act_bits();
+  if (spec.calib_samples() > 0) options.calib_samples = spec.calib_samples();
+  if (spec.iters() > 0) options.iters = spec.iters();
+  options.seed = spec.seed();
+  options.device = device;
+  options.out_dir = out_dir;
+  return options;
+}
+
 absl::StatusOr<v1::JobResult> ToJobResult(const nlohmann::json& report) {
   v1::JobResult result;
   if (!report.contains("result") || !report["result"].is_object()) {
@@ -155,6 +173,15 @@ JobProgress::JobProgress(std::vector<v1::Stage> stages) : stages_(std::move(stag
 
 std::vector<v1::Stage> JobProgress::SearchStages() {
   return {v1::FETCHING_INPUTS, v1::ANALYZING, v1::ORTHOGONALITY, v1::SOLVING, v1::EXPORTING};
+}
+
+std::vector<v1::Stage> JobProgress::StagesFor(const v1::JobSpec& spec) {
+  std::vector<v1::Stage> stages = {v1::FETCHING_INPUTS, v1::ANALYZING, v1::ORTHOGONALITY,
+                                   v1::SOLVING, v1::CALIBRATING};
+  if (spec.finetune() != v1::NONE) stages.push_back(v1::FINETUNING);
+  if (!spec.eval_digest().empty()) stages.push_back(v1::EVALUATING);
+  stages.push_back(v1::EXPORTING);
+  return stages;
 }
 
 double JobProgress::Percent(v1::Stage stage, double fraction) {

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
 #include "ompq/v1/job.pb.h"
+#include "workers/engine/quantize.h"
 #include "workers/engine/search.h"
 
 namespace ompq::worker {
@@ -19,6 +20,13 @@ namespace ompq::worker {
 /// absent -> 8; 0 -> no pin).
 engine::SearchOptions ToSearchOptions(const v1::JobSpec& spec, const std::string& model_path,
                                       const std::string& calib_path, const std::string& device);
+
+/// The engine's quantization options for `spec` (finetune unspecified -> ptq; QAT is
+/// refused by the server before a job is stored). `eval_path` is empty without eval data.
+engine::QuantizeOptions ToQuantizeOptions(const v1::JobSpec& spec, const std::string& model_path,
+                                          const std::string& calib_path,
+                                          const std::string& eval_path, const std::string& device,
+                                          const std::string& out_dir);
 
 /// JobResult (sizes, objective, LP bound, per-layer bits, accuracy) from a report.json
 /// document; INVALID_ARGUMENT naming the first missing or mistyped field.
@@ -33,8 +41,11 @@ class JobProgress {
   /// `stages`: the stages this job will run, in order.
   explicit JobProgress(std::vector<v1::Stage> stages);
 
-  /// The stages a job runs today: fetch, analyze, orthogonality, solve, export.
+  /// The stages a search-only run goes through: fetch, analyze, orthogonality, solve, export.
   static std::vector<v1::Stage> SearchStages();
+  /// The stages the job `spec` goes through: the search's, then calibrating, finetuning
+  /// (PTQ), evaluating (with eval data) and exporting.
+  static std::vector<v1::Stage> StagesFor(const v1::JobSpec& spec);
 
   /// Percent (0..100) once `stage` is `fraction` (0..1) done. A stage not in the plan
   /// keeps the percent reached so far.

@@ -35,7 +35,8 @@ def is_int(value):
 def main():
     out_dir, budget = sys.argv[1], int(sys.argv[2])
     job = sys.argv[3] if len(sys.argv) > 3 else None
-    for name in ["report.json", "bit_config.json", "report.html"]:
+    for name in ["report.json", "bit_config.json", "report.html", "model_quantized.pt",
+                 "encodings.json"]:
         if not check(os.path.isfile(os.path.join(out_dir, name)), f"{name} missing"):
             return
     with open(os.path.join(out_dir, "report.json")) as f:

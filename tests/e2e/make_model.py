@@ -60,6 +60,12 @@ def main():
     traced = torch.jit.trace(model, calib[:2])
     traced.save(os.path.join(out, "model.pt"))
     torch.save(calib, os.path.join(out, "calib.pt"))
+    # Eval data labelled by the float model itself: its top-1 is exactly 1, so the
+    # service's evaluation has a known answer.
+    eval_inputs = torch.randn(200, 3, 16, 16)
+    with torch.no_grad():
+        eval_labels = model(eval_inputs).argmax(1)
+    torch.save({"inputs": eval_inputs, "labels": eval_labels}, os.path.join(out, "eval.pt"))
     # Enough larger inputs that a search runs for seconds: time to cancel it mid-run.
     torch.save(torch.randn(512, 3, 96, 96), os.path.join(out, "big_calib.pt"))
     # A torch.save()d state_dict: the classic mistake instead of a TorchScript export.

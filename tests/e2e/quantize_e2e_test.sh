@@ -115,9 +115,17 @@ start_server main
 cd "$WORK/in"
 
 # --- The user's path: quantize ------------------------------------------------------------
-run_ctl 0 quantize quantize model.pt --calib calib.pt --size "$BUDGET" --out "$WORK/out"
+# PTQ (the default) with eval data labelled by the float model itself (top-1 exactly 1).
+run_ctl 0 quantize quantize model.pt --calib calib.pt --size "$BUDGET" --eval eval.pt \
+  --iters 200 --out "$WORK/out"
 "$PY" "$HERE/check_artifacts.py" "$WORK/out" "$BUDGET" || fail "quantize: bad artifacts"
-for text in "conv2" "Size:" "BOPs:" "Objective:" "$WORK/out"; do
+[[ $(json_get "$WORK/out/report.json" 'd["accuracy"]["fp32"]') == 1.0 ]] ||
+  fail "quantize: FP32 top-1 on labels the float model made is not 1"
+[[ $(json_get "$WORK/out/report.json" 'd["quantization"]["finetune"]') == ptq ]] ||
+  fail "quantize: the default finetune is not ptq"
+"$PY" "$HERE/../engine/check_quantized_model.py" "$WORK/out" eval.pt >"$WORK/pycheck.out" 2>&1 ||
+  { cat "$WORK/pycheck.out" >&2; fail "quantize: model_quantized.pt disagrees with the report"; }
+for text in "conv2" "Size:" "BOPs:" "Objective:" "Accuracy:" "$WORK/out"; do
   grep -qF -- "$text" "$WORK/quantize.out" || fail "quantize: summary lacks '$text'"
 done
 # Not a terminal: progress comes as plain lines, one per state/stage change.
@@ -142,7 +150,8 @@ run_ctl 0 wait wait "$NAME" --timeout 5m --output json
 [[ $(json_get "$WORK/wait.out" 'int(d["result"]["sizeBytes"]) <= '"$BUDGET") == True ]] ||
   fail "wait: result over budget"
 [[ $(json_get "$WORK/wait.out" 'sorted(a["name"] for a in d["artifacts"])') == \
-   "['bit_config.json', 'report.html', 'report.json']" ]] || fail "wait: artifacts"
+   "['bit_config.json', 'encodings.json', 'model_quantized.pt', 'report.html', 'report.json']" ]] ||
+  fail "wait: artifacts"
 run_ctl 0 download download "$NAME" --out "$WORK/ci"
 "$PY" "$HERE/check_artifacts.py" "$WORK/ci" "$BUDGET" "$NAME" || fail "download: bad artifacts"
 run_ctl 0 get get "$NAME" --output json

@@ -30,7 +30,7 @@ TEST(JobValidationTest, FillsDefaults) {
   EXPECT_EQ(spec.pin_first_last_bits(), 8);
   EXPECT_EQ(spec.search_samples(), 32);
   EXPECT_EQ(spec.calib_samples(), 1024);
-  EXPECT_EQ(spec.finetune(), v1::NONE);
+  EXPECT_EQ(spec.finetune(), v1::PTQ);
 }
 
 TEST(JobValidationTest, KeepsGivenValues) {
@@ -137,12 +137,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadSpecCase{"UnknownFinetune",
                     [](v1::JobSpec& s) { s.set_finetune(static_cast<v1::FinetuneMode>(42)); },
                     kInvalid, "spec.finetune"},
-        BadSpecCase{"Ptq", [](v1::JobSpec& s) { s.set_finetune(v1::PTQ); }, kUnimplemented,
-                    "finetune 'ptq' is not available"},
         BadSpecCase{"Qat", [](v1::JobSpec& s) { s.set_finetune(v1::QAT); }, kUnimplemented,
                     "finetune 'qat' is not available"},
-        BadSpecCase{"EvalData", [](v1::JobSpec& s) { s.set_eval_digest(DigestOf("eval")); },
-                    kUnimplemented, "spec.eval_digest"},
         BadSpecCase{"TrainData", [](v1::JobSpec& s) { s.set_train_digest(DigestOf("train")); },
                     kUnimplemented, "spec.train_digest"}),
     [](const ::testing::TestParamInfo<BadSpecCase>& info) { return info.param.name; });

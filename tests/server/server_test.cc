@@ -334,8 +334,8 @@ TEST_F(ServerTest, CreateJobNamesEachBadField) {
        grpc::INVALID_ARGUMENT, "spec.labels"},
       {[](auto& r) { r.set_request_id(std::string(500, 'r')); }, grpc::INVALID_ARGUMENT,
        "request_id"},
-      {[](auto& r) { r.mutable_spec()->set_finetune(v1::PTQ); }, grpc::UNIMPLEMENTED,
-       "--finetune none"},
+      {[](auto& r) { r.mutable_spec()->set_finetune(v1::QAT); }, grpc::UNIMPLEMENTED,
+       "--finetune ptq"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     v1::CreateJobRequest request = ValidRequest();

@@ -1,0 +1,68 @@
+// After the search: quantize the model at the bit-widths the search chose, recover
+// accuracy by post-training reconstruction, evaluate, and export (ALGORITHM.md "After the
+// search", PRODUCT.md artifacts).
+//
+//   CALIBRATING  BatchNorm folded into the layer it follows; every layer in execution order
+//                gets a per-channel weight quantizer (MSE clipping search) with nearest
+//                rounding and a per-tensor activation quantizer at its input, calibrated on
+//                the inputs the already-quantized layers before it produce.
+//   FINETUNING   (ptq) layer by layer, AdaRound learns the rounding that makes the layer's
+//                output on its quantized inputs match the float model's output.
+//   EVALUATING   (with eval data) top-1 of the float model, of the calibrated model with
+//                nearest rounding, and of the finetuned one.
+//   EXPORTING    model_quantized.pt: the model with its weights replaced by the quantized
+//                (BatchNorm-folded) values and aten::fake_quantize_per_tensor_affine at the
+//                input of every quantized layer, loadable by torch.jit.load; encodings.json.
+//
+// The graph work reuses the search's approach: the forward graph is inlined, layers are
+// found by graph rewriting (graph_layers.h), and a probe op at each layer's input captures
+// inputs and applies activation quantization while the quantizers are being fitted.
+#ifndef OMPQ_WORKERS_ENGINE_QUANTIZE_H_
+#define OMPQ_WORKERS_ENGINE_QUANTIZE_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+#include "workers/engine/search.h"
+
+namespace ompq::engine {
+
+/// Default AdaRound iterations per layer (--iters 0).
+inline constexpr int64_t kDefaultPtqIters = 1000;
+
+struct QuantizeOptions {
+  std::string model_path;  // The TorchScript archive the search ran on.
+  std::string calib_path;  // Calibration inputs (labels, if any, are ignored).
+  std::string eval_path;   // Labelled eval data, or empty for no evaluation.
+  std::string finetune = "ptq";  // "none" (nearest rounding) or "ptq".
+  int act_bits = 8;
+  int calib_samples = 1024;       // Calibration inputs used (the first ones).
+  int64_t iters = kDefaultPtqIters;  // AdaRound steps per layer.
+  int64_t seed = 0;
+  std::string device = "cpu";
+  // Bound on the inputs and targets held for one layer's reconstruction; fewer samples
+  // are used for a layer whose inputs are larger.
+  int64_t max_capture_bytes = int64_t{768} << 20;
+  std::string out_dir;  // model_quantized.pt and encodings.json are written here.
+};
+
+/// Checks eval data before any long work: a labelled file whose inputs the model accepts,
+/// whose output is [N, classes] and whose labels lie in [0, classes). INVALID_INPUT or
+/// INPUT_MISMATCH with the reason otherwise.
+absl::Status CheckEvalData(const QuantizeOptions& options);
+
+/// Quantizes with the bits of `report["layers"]` (the search's report), finetunes,
+/// evaluates, writes model_quantized.pt and encodings.json into options.out_dir, and adds
+/// to `report`: "quantization" (per-layer reconstruction errors), "accuracy" (with eval
+/// data) and timings "finetune", "evaluate", "export". Returns the file names written.
+/// CANCELLED when `progress` returns false.
+absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& options,
+                                                         nlohmann::json& report,
+                                                         const ProgressFn& progress);
+
+}  // namespace ompq::engine
+
+#endif  // OMPQ_WORKERS_ENGINE_QUANTIZE_H_
