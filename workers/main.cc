@@ -82,8 +82,9 @@ std::vector<char*> DashedFlagsToUnderscores(int argc, char** argv,
     std::replace(arg.begin() + 2, arg.begin() + static_cast<std::ptrdiff_t>(name_end), '-', '_');
   }
   std::vector<char*> rewritten;
-  rewritten.reserve(storage.size());
+  rewritten.reserve(storage.size() + 1);
   for (std::string& arg : storage) rewritten.push_back(arg.data());
+  rewritten.push_back(nullptr);  // argv[argc] is null, as parsers may rely on.
   return rewritten;
 }
 
@@ -107,7 +108,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Runs ompq quantization jobs for an ompq-server.");
   std::vector<std::string> arg_storage;
   std::vector<char*> args = DashedFlagsToUnderscores(argc, argv, arg_storage);
-  absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  absl::ParseCommandLine(static_cast<int>(args.size()) - 1, args.data());
 
   ompq::worker::WorkerOptions options;
   options.connection.server = absl::GetFlag(FLAGS_server);
