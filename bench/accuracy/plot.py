@@ -126,7 +126,8 @@ def plot(results, out):
                 rows = by_bits[b]["uniform"] or by_bits[b]["ompq"]
                 if rows:
                     ax.axvline(rows[0]["budget_bytes"] / 1024, color="tab:blue", alpha=0.15)
-            ax.set_title(f"{model}, activations {act}-bit")
+            finetune = results.get("settings", {}).get("finetune", "?")
+            ax.set_title(f"{model}, activations {act}-bit, --finetune {finetune}")
             ax.set_xlabel("model size (KiB; first/last layer 8-bit)")
             ax.set_ylabel("top-1 (%)")
             ax.grid(alpha=0.3)

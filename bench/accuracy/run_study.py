@@ -251,7 +251,8 @@ class Study:
             self.record(model, row, self.quantize(model, rid, budget, act, self.args.finetune,
                                                   extra), **fields)
 
-        ordered = sorted(planned, key=lambda r: (r[0], r[-1].get("seed", 0)))
+        ordered = sorted((r for r in planned if not self.args.phases or r[0] in self.args.phases),
+                         key=lambda r: (r[0], r[-1].get("seed", 0)))
         with concurrent.futures.ThreadPoolExecutor(self.args.jobs) as pool:
             for phase in sorted({r[0] for r in ordered}):
                 futures = [pool.submit(one, i, *r[1:]) for i, r in enumerate(ordered)
@@ -313,6 +314,9 @@ def main():
     p.add_argument("--no-eval", action="store_true", help="no --eval (service without it)")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs at a time (the server gets as many local workers)")
+    p.add_argument("--phases", type=int, nargs="*",
+                   help="only these phases: 0 OMPQ+uniform act 8, 1 the same at act 4, "
+                        "2 beta, 3 random act 8, 4 random act 4")
     p.add_argument("--dry-run", action="store_true",
                    help="run only the probe jobs and print the planned runs")
     args = p.parse_args()
