@@ -109,7 +109,15 @@ def main():
         expected_bops = sum(l["macs"] * l["bits"] * l["act_bits"] for l in layers)
         check(result.get("bops") == expected_bops,
               f"result.bops {result.get('bops')} != {expected_bops} from the bits")
-    check("accuracy" not in report, "accuracy present without --eval")
+    # accuracy only with --eval (PRODUCT.md); when present, three fractions in [0, 1].
+    if "accuracy" in report:
+        for key in ["fp32", "quantized_before_finetune", "quantized"]:
+            value = report["accuracy"].get(key)
+            check(isinstance(value, (int, float)) and 0 <= value <= 1,
+                  f"accuracy.{key}: {value!r}")
+    quantization = report.get("quantization", {})
+    check(len(quantization.get("layers", [])) == len(layers),
+          "report.quantization.layers does not cover every layer")
     timings = report.get("timings_seconds", {})
     for key in TIMINGS:
         check(isinstance(timings.get(key), (int, float)) and timings[key] >= 0,

@@ -154,6 +154,8 @@ run_ctl 0 wait wait "$NAME" --timeout 5m --output json
   fail "wait: artifacts"
 run_ctl 0 download download "$NAME" --out "$WORK/ci"
 "$PY" "$HERE/check_artifacts.py" "$WORK/ci" "$BUDGET" "$NAME" || fail "download: bad artifacts"
+[[ $(json_get "$WORK/ci/report.json" '"accuracy" in d') == False ]] ||
+  fail "download: accuracy in a report without --eval"
 run_ctl 0 get get "$NAME" --output json
 [[ $(json_get "$WORK/get.out" 'd["attempt"]') -ge 1 ]] || fail "get: attempt"
 run_ctl 0 list list --label ci=yes --output json
