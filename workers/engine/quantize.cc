@@ -1,5 +1,6 @@
 #include "workers/engine/quantize.h"
 
+#include <ATen/Parallel.h>
 #include <torch/csrc/jit/api/function_impl.h>
 #include <torch/csrc/jit/ir/ir.h>
 #include <torch/csrc/jit/passes/inliner.h>
@@ -41,6 +42,29 @@ constexpr char kEncodingsFile[] = "encodings.json";
 // Samples per forward pass while capturing inputs and evaluating: bounds the memory of
 // one pass without making passes too small to run efficiently.
 constexpr int64_t kForwardBatch = 128;
+
+// Multiply-adds per AdaRound step below which the step runs on one thread. A step is a
+// dozen small ops; with several threads each op opens an OpenMP region that waits for
+// every thread, which on a busy machine costs far more than the work (measured: a 5-layer
+// model's default PTQ took minutes at load 20; docs/benchmarks.md has the same effect
+// for the Gram work).
+constexpr int64_t kSingleThreadStepMacs = int64_t{64} << 20;
+
+// Sets LibTorch's intra-op thread count for a scope.
+class IntraOpThreads {
+ public:
+  explicit IntraOpThreads(int threads) : saved_(at::get_num_threads()) {
+    if (threads != saved_) at::set_num_threads(threads);
+  }
+  ~IntraOpThreads() {
+    if (at::get_num_threads() != saved_) at::set_num_threads(saved_);
+  }
+  IntraOpThreads(const IntraOpThreads&) = delete;
+  IntraOpThreads& operator=(const IntraOpThreads&) = delete;
+
+ private:
+  int saved_;
+};
 
 double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
@@ -663,6 +687,9 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
       const torch::Tensor targets = torch::cat(target_parts, 0);
       AdaRoundOptions ada;
       ada.iters = options.iters;
+      const int64_t step_macs = targets[0].numel() * (layer.fp_weight.numel() /
+                                                      layer.fp_weight.size(0)) * ada.batch_size;
+      IntraOpThreads threads(step_macs < kSingleThreadStepMacs ? 1 : at::get_num_threads());
       ada.seed = static_cast<uint64_t>(options.seed) * 1000003u + static_cast<uint64_t>(i);
       absl::StatusOr<AdaRoundResult> result = RunAdaRound(
           layer.fp_weight.to(layer.weight.device()),
