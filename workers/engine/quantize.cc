@@ -625,6 +625,8 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
     for (int site : layer.sites) {
       ASSIGN_OR_RETURN(torch::Tensor inputs,
                        work->Capture(site, calib, calib.size(0), options.max_capture_bytes));
+      // The range search is many small ops: one thread (see kSingleThreadStepMacs).
+      IntraOpThreads one_thread(1);
       absl::StatusOr<QuantParams> fitted = FitActivationQuantizer(inputs, act_options);
       if (!fitted.ok()) {
         return JobFailure(absl::StatusCode::kInvalidArgument, reason::kNonFiniteInput,
@@ -636,6 +638,7 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
     }
     QuantizerOptions weight_options;
     weight_options.bits = layer.bits;
+    IntraOpThreads one_thread(1);
     ASSIGN_OR_RETURN(layer.weight_params, FitWeightQuantizer(layer.fp_weight, weight_options));
     ASSIGN_OR_RETURN(layer.codes, Quantize(layer.fp_weight, layer.weight_params));
     ASSIGN_OR_RETURN(torch::Tensor dequantized,
