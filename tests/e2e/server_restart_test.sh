@@ -15,7 +15,8 @@ start_server main "${SERVER_FLAGS[@]}"
 start_worker w1
 WORKER=$LAST_PID
 
-submit running model.pt --calib big_calib.pt --size "$BUDGET" --search-samples 512
+submit running model.pt --calib big_calib.pt --size "$BUDGET" --search-samples 512 \
+  --finetune none
 RUNNING=$JOB
 wait_for_job "$RUNNING" "$RUNNING_IN_SEARCH and d.get('worker') == 'w1'" 120 "job running on w1"
 # One worker, busy: this one stays queued.

@@ -36,7 +36,8 @@ pass "f: cancel of a queued job -> CANCELLED at once"
 run_ctl 0 cancel_other cancel "$JOB"  # Keep the queue to the next job alone.
 
 # --- f2. cancel a running job ----------------------------------------------------------------
-submit long model.pt --calib big_calib.pt --size "$BUDGET" --search-samples 512
+submit long model.pt --calib big_calib.pt --size "$BUDGET" --search-samples 512 \
+  --finetune none
 LONG=$JOB
 start_worker w1
 WORKER=$LAST_PID

@@ -17,7 +17,8 @@ cd "$WORK/in"
 start_server main --workers 0 --lease-timeout 3s --max-attempts 3
 
 # A search long enough to be interrupted mid-way (tens of seconds on 2 cores).
-LONG_JOB=(model.pt --calib big_calib.pt --size "$BUDGET" --search-samples 512)
+# PTQ is off: the point is a long search to interrupt, and a retry that ends soon after.
+LONG_JOB=(model.pt --calib big_calib.pt --size "$BUDGET" --search-samples 512 --finetune none)
 
 # --- a. SIGKILL mid-job ----------------------------------------------------------------------
 submit killed "${LONG_JOB[@]}" --label test=kill

@@ -20,7 +20,7 @@ start_server main --workers 0 --lease-timeout 5s
 # --- --job-time-limit -----------------------------------------------------------------------
 start_worker timed --job-time-limit 2s
 TIMED=$LAST_PID
-submit slow model.pt --calib big_calib.pt --size "$BUDGET" --search-samples 512
+submit slow model.pt --calib big_calib.pt --size "$BUDGET" --search-samples 512 --finetune none
 SLOW=$JOB
 run_ctl 1 slow_wait wait "$SLOW" --timeout 5m --output json
 [[ $(json_get "$WORK/slow_wait.out" 'd["state"]') == FAILED ]] || fail "time limit: not FAILED"
@@ -49,7 +49,7 @@ run_ctl 0 small_wait wait "$SMALL" --timeout 5m --output json
   fail "memory limit: an ordinary job did not succeed under --memory-limit 1500MiB"
 pass "--memory-limit 1500MiB: LibTorch starts and an ordinary job SUCCEEDED"
 # 512 samples of 3x96x96 and their activations need well over 1.5 GiB.
-submit hungry model.pt --calib big_calib.pt --size "$BUDGET" --search-samples 512 --seed 6
+submit hungry model.pt --calib big_calib.pt --size "$BUDGET" --search-samples 512 --finetune none --seed 6
 HUNGRY=$JOB
 run_ctl 1 hungry_wait wait "$HUNGRY" --timeout 5m --output json
 [[ $(json_get "$WORK/hungry_wait.out" 'd["state"]') == FAILED ]] || fail "memory limit: not FAILED"
@@ -95,7 +95,7 @@ local_children() {
 }
 
 start_server local_time --workers 1 --lease-timeout 5s --worker-job-time-limit 2s
-submit local_slow model.pt --calib big_calib.pt --size "$BUDGET" --search-samples 512 --seed 9
+submit local_slow model.pt --calib big_calib.pt --size "$BUDGET" --search-samples 512 --finetune none --seed 9
 run_ctl 1 local_slow_wait wait "$JOB" --timeout 5m --output json
 [[ $(json_get "$WORK/local_slow_wait.out" 'd["error"]["reason"]') == DEADLINE_EXCEEDED ]] ||
   fail "--worker-job-time-limit: $(json_get "$WORK/local_slow_wait.out" 'd.get("error")')"
@@ -116,7 +116,7 @@ wait_for_log "$WORK/local_mem.log" "\[local-0\] serving jobs" 120 "local worker 
 limit=$(awk '/^Max address space/ {print $4}' "/proc/${CHILDREN[0]}/limits")
 [[ "$limit" == $((1500 * 1024 * 1024)) ]] ||
   fail "--worker-memory-limit 1500MiB: the local worker's RLIMIT_AS is '$limit'"
-submit local_hungry model.pt --calib big_calib.pt --size "$BUDGET" --search-samples 512 --seed 10
+submit local_hungry model.pt --calib big_calib.pt --size "$BUDGET" --search-samples 512 --finetune none --seed 10
 run_ctl 1 local_hungry_wait wait "$JOB" --timeout 5m --output json
 [[ $(json_get "$WORK/local_hungry_wait.out" 'd["error"]["reason"]') == RESOURCE_EXHAUSTED ]] ||
   fail "--worker-memory-limit: $(json_get "$WORK/local_hungry_wait.out" 'd.get("error")')"
