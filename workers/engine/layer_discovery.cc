@@ -20,6 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/job_error.h"
 #include "common/status_macros.h"
+#include "workers/engine/graph_layers.h"
 #include "workers/engine/torchscript_model.h"
 
 namespace ompq::engine {
@@ -349,92 +350,6 @@ class SessionScope {
 // ---------------------------------------------------------------------------------------
 // Graph rewriting.
 
-// The attribute names leading from `self` to `value`, or nullopt when `value` is not a
-// pure prim::GetAttr chain from `self`.
-std::optional<std::vector<std::string>> AttributePath(Value* value, const Value* self) {
-  std::vector<std::string> path;
-  while (value != self) {
-    Node* node = value->node();
-    if (node->kind() != torch::jit::prim::GetAttr) return std::nullopt;
-    path.push_back(node->s(torch::jit::attr::name));
-    value = node->input(0);
-  }
-  std::reverse(path.begin(), path.end());
-  return path;
-}
-
-// The parameter tensor at `path` in `module`, or nullopt when it is a buffer, a
-// non-tensor or missing.
-std::optional<torch::Tensor> ResolveParameter(const torch::jit::Module& module,
-                                              const std::vector<std::string>& path) {
-  if (path.empty()) return std::nullopt;
-  c10::intrusive_ptr<c10::ivalue::Object> object = module._ivalue();
-  for (size_t i = 0; i < path.size(); ++i) {
-    const c10::ClassTypePtr& type = object->type();
-    c10::optional<size_t> slot = type->findAttributeSlot(path[i]);
-    if (!slot.has_value()) return std::nullopt;
-    c10::IValue value = object->getSlot(*slot);
-    if (i + 1 == path.size()) {
-      if (!value.isTensor() || !type->is_parameter(*slot)) return std::nullopt;
-      return value.toTensor();
-    }
-    if (!value.isObject()) return std::nullopt;
-    object = value.toObject();
-  }
-  return std::nullopt;
-}
-
-// "layer1.0.conv1" for [layer1, 0, conv1, weight]. A weight not called "weight" (a
-// custom module with several) keeps its own name so that layers stay distinct.
-std::string LayerName(const std::vector<std::string>& path) {
-  if (path.back() != "weight" || path.size() == 1) return absl::StrJoin(path, ".");
-  return absl::StrJoin(path.begin(), path.end() - 1, ".");
-}
-
-// The layer kind of `node`, or "" when it is not a quantizable layer op.
-std::string LayerKind(const Node* node) {
-  const std::string op = node->kind().toQualString();
-  if (op == "aten::linear") return "linear";
-  if (op == "aten::conv1d") return "conv1d";
-  if (op == "aten::conv2d") return "conv2d";
-  if (op == "aten::conv3d") return "conv3d";
-  if (op == "aten::_convolution" || op == "aten::convolution") {
-    // Traced convolutions: input 6 is `transposed`; transposed convolutions are not layers.
-    if (node->inputs().size() < 7) return "";
-    std::optional<c10::IValue> transposed = torch::jit::toIValue(node->input(6));
-    if (!transposed.has_value() || !transposed->isBool() || transposed->toBool()) return "";
-    return "conv";  // Dimensionality comes from the weight.
-  }
-  return "";
-}
-
-// The aten::batch_norm that is the only consumer of `value`'s data, or null. Uses that
-// read only metadata do not count: scripted BatchNorm checks input.size() first.
-Node* SoleBatchNormConsumer(Value* value) {
-  static const std::unordered_set<std::string> kMetadataOps = {
-      "aten::size",   "aten::dim",    "aten::numel",
-      "aten::len",    "prim::shape",  "prim::device",
-      "prim::dtype",  "prim::layout", "aten::is_floating_point",
-      "prim::is_cuda"};
-  Node* batch_norm = nullptr;
-  for (const torch::jit::Use& use : value->uses()) {
-    const std::string op = use.user->kind().toQualString();
-    if (op == "aten::batch_norm" && use.offset == 0 && batch_norm == nullptr) {
-      batch_norm = use.user;
-    } else if (kMetadataOps.count(op) == 0) {
-      return nullptr;
-    }
-  }
-  return batch_norm;
-}
-
-void FindLayerNodes(torch::jit::Block* block, std::vector<Node*>& found) {
-  for (Node* node : block->nodes()) {
-    if (!LayerKind(node).empty()) found.push_back(node);
-    for (torch::jit::Block* inner : node->blocks()) FindLayerNodes(inner, found);
-  }
-}
-
 std::string ShapeString(const torch::Tensor& tensor) {
   return absl::StrCat("[", absl::StrJoin(tensor.sizes(), ", "), "]");
 }
@@ -671,33 +586,20 @@ absl::StatusOr<TappedModel> TappedModel::Create(const torch::jit::Module& module
             "ompq_reference_forward", state->graph->copy(), nullptr,
             torch::jit::ExecutorExecutionMode::SIMPLE);
         torch::jit::Graph& graph = *state->graph;
-        const Value* self = graph.inputs()[0];
 
-        std::vector<Node*> layer_nodes;
-        FindLayerNodes(graph.block(), layer_nodes);
         std::unordered_map<std::string, int64_t> layer_ids;
         const c10::Symbol tap_symbol = c10::Symbol::fromQualString(kTapOp);
-        for (Node* node : layer_nodes) {
-          std::optional<std::vector<std::string>> path = AttributePath(node->input(1), self);
-          if (!path.has_value()) continue;
-          std::optional<torch::Tensor> weight = ResolveParameter(module, *path);
-          if (!weight.has_value() || weight->dim() < 2) continue;
-          std::string kind = LayerKind(node);
-          if (kind == "conv") {
-            if (weight->dim() < 3 || weight->dim() > 5) continue;
-            kind = absl::StrCat("conv", weight->dim() - 2, "d");
-          }
-          const std::string name = LayerName(*path);
+        for (const LayerSiteNode& site : FindLayerSites(graph, module)) {
+          const torch::Tensor weight =
+              *ResolveTensor(module, site.weight_path, /*parameter_only=*/true);
+          const std::string& name = site.name;
+          const std::string& kind = site.kind;
           auto [it, inserted] = layer_ids.emplace(name, static_cast<int64_t>(state->sites.size()));
           // The value to tap: the op's output, or the BatchNorm output when a BatchNorm
           // is its only consumer (the value a BN-folded layer produces).
-          Value* tapped = node->output();
-          bool after_batch_norm = false;
-          if (Node* batch_norm = SoleBatchNormConsumer(tapped)) {
-            tapped = batch_norm->output();
-            after_batch_norm = true;
-          }
-          if (inserted) state->sites.push_back({name, kind, *weight, after_batch_norm});
+          const bool after_batch_norm = site.batch_norm != nullptr;
+          Value* tapped = after_batch_norm ? site.batch_norm->output() : site.node->output();
+          if (inserted) state->sites.push_back({name, kind, weight, after_batch_norm});
           ++state->tap_sites;
 
           torch::jit::WithInsertPoint insert_point(tapped->node()->next());
