@@ -2,19 +2,16 @@
 // ServerOptions and the Server library does the rest.
 #include <signal.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "common/command_line.h"
 #include "common/logging.h"
 #include "common/units.h"
 #include "server/server.h"
@@ -23,30 +20,6 @@
 namespace {
 
 const ompq::ServerOptions kDefaults;
-
-// absl flag names are identifiers (--port_file); users type --port-file as PRODUCT.md
-// spells it. Rewrites dashes in flag names to underscores; values are left alone.
-std::vector<char*> NormalizeFlagNames(int argc, char** argv, std::vector<std::string>& storage) {
-  storage.assign(argv, argv + argc);
-  for (size_t i = 1; i < storage.size(); ++i) {
-    std::string& arg = storage[i];
-    if (arg == "--") {
-      break;  // Everything after is positional.
-    }
-    if (arg.size() < 3 || arg.compare(0, 2, "--") != 0) {
-      continue;
-    }
-    const size_t name_end = std::min(arg.find('='), arg.size());
-    std::replace(arg.begin() + 2, arg.begin() + static_cast<std::ptrdiff_t>(name_end), '-', '_');
-  }
-  std::vector<char*> out;
-  out.reserve(storage.size() + 1);
-  for (std::string& arg : storage) {
-    out.push_back(arg.data());
-  }
-  out.push_back(nullptr);
-  return out;
-}
 
 }  // namespace
 
@@ -106,16 +79,7 @@ int main(int argc, char** argv) {
       "./ompq-data, one local worker.\n"
       "Flags are listed below with '_'; type them with '-' as documented (--data-dir,\n"
       "--port-file) or with '_' (--data_dir): both work.");
-  // --help lists the flags of this file (absl looks for a file named like the program).
-  absl::FlagsUsageConfig usage_config;
-  usage_config.contains_help_flags = [](absl::string_view file) {
-    return absl::EndsWith(file, "server/main.cc");
-  };
-  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage_config);
-  std::vector<std::string> storage;
-  std::vector<char*> args = NormalizeFlagNames(argc, argv, storage);
-  absl::ParseCommandLine(argc, args.data());
+  ompq::ParseDashedCommandLine(argc, argv, "server/main.cc");
 
   ompq::ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);

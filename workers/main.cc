@@ -19,10 +19,10 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/command_line.h"
 #include "common/units.h"
 #include "workers/worker.h"
 
@@ -70,24 +70,6 @@ std::string DefaultWorkerId() {
   return absl::StrCat(host[0] != '\0' ? host : "worker", "-", getpid());
 }
 
-// absl flag names are identifiers (--work_dir), but ompq's documented spelling and the
-// server's supervisor use dashes (--work-dir): accept both by rewriting the names.
-std::vector<char*> DashedFlagsToUnderscores(int argc, char** argv,
-                                            std::vector<std::string>& storage) {
-  storage.assign(argv, argv + argc);
-  for (std::string& arg : storage) {
-    if (arg == "--") break;
-    if (!absl::StartsWith(arg, "--")) continue;
-    size_t name_end = std::min(arg.find('='), arg.size());
-    std::replace(arg.begin() + 2, arg.begin() + static_cast<std::ptrdiff_t>(name_end), '-', '_');
-  }
-  std::vector<char*> rewritten;
-  rewritten.reserve(storage.size() + 1);
-  for (std::string& arg : storage) rewritten.push_back(arg.data());
-  rewritten.push_back(nullptr);  // argv[argc] is null, as parsers may rely on.
-  return rewritten;
-}
-
 // Written to by the signal handler (async-signal-safe), read by the stopper thread.
 int stop_pipe[2] = {-1, -1};
 
@@ -105,10 +87,11 @@ bool IsValidDevice(const std::string& device) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("Runs ompq quantization jobs for an ompq-server.");
-  std::vector<std::string> arg_storage;
-  std::vector<char*> args = DashedFlagsToUnderscores(argc, argv, arg_storage);
-  absl::ParseCommandLine(static_cast<int>(args.size()) - 1, args.data());
+  absl::SetProgramUsageMessage(
+      "runs ompq quantization jobs for an ompq-server.\n"
+      "Flags are listed below with '_'; type them with '-' as documented (--work-dir,\n"
+      "--metrics-listen) or with '_' (--work_dir): both work.");
+  ompq::ParseDashedCommandLine(argc, argv, "workers/main.cc");
 
   ompq::worker::WorkerOptions options;
   options.connection.server = absl::GetFlag(FLAGS_server);
