@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "common/metric_buckets.h"
+
 namespace ompq {
 namespace {
 
@@ -9,18 +11,6 @@ using prometheus::BuildCounter;
 using prometheus::BuildGauge;
 using prometheus::BuildHistogram;
 using prometheus::Histogram;
-
-// Seconds, from sub-second queue waits to day-long jobs.
-const Histogram::BucketBoundaries& WaitBuckets() {
-  static const auto* buckets =
-      new Histogram::BucketBoundaries{0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400};
-  return *buckets;
-}
-const Histogram::BucketBoundaries& DurationBuckets() {
-  static const auto* buckets = new Histogram::BucketBoundaries{
-      1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400};
-  return *buckets;
-}
 
 }  // namespace
 
@@ -87,8 +77,8 @@ Metrics::Metrics()
   blob_bytes_written_.Add({});
   blob_bytes_read_.Add({});
   blob_store_bytes_.Add({});
-  queue_wait_.Add({}, WaitBuckets());
-  job_duration_.Add({}, DurationBuckets());
+  queue_wait_.Add({}, StageSecondsBuckets());
+  job_duration_.Add({}, JobSecondsBuckets());
   SetJobCounts({});
   SetWorkers(0, 0);
 }
@@ -110,15 +100,15 @@ void Metrics::SetJobCounts(const std::map<v1::JobState, int64_t>& counts) {
 }
 
 void Metrics::ObserveQueueWait(absl::Duration wait) {
-  queue_wait_.Add({}, WaitBuckets()).Observe(absl::ToDoubleSeconds(wait));
+  queue_wait_.Add({}, StageSecondsBuckets()).Observe(absl::ToDoubleSeconds(wait));
 }
 
 void Metrics::ObserveJobDuration(absl::Duration duration) {
-  job_duration_.Add({}, DurationBuckets()).Observe(absl::ToDoubleSeconds(duration));
+  job_duration_.Add({}, JobSecondsBuckets()).Observe(absl::ToDoubleSeconds(duration));
 }
 
 void Metrics::ObserveStage(v1::Stage stage, absl::Duration duration) {
-  stage_seconds_.Add({{"stage", v1::Stage_Name(stage)}}, WaitBuckets())
+  stage_seconds_.Add({{"stage", v1::Stage_Name(stage)}}, StageSecondsBuckets())
       .Observe(absl::ToDoubleSeconds(duration));
 }
 

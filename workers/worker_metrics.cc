@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/metric_buckets.h"
 
 // Only a LibTorch built with CUDA has the caching allocator's library (c10_cuda); CMake
 // defines this where it links one. Debian's LibTorch is CPU-only.
@@ -23,18 +24,6 @@ using prometheus::BuildCounter;
 using prometheus::BuildGauge;
 using prometheus::BuildHistogram;
 using prometheus::Histogram;
-
-// Seconds, from sub-second stages of small models to day-long jobs (the server's buckets).
-const Histogram::BucketBoundaries& StageBuckets() {
-  static const auto* buckets =
-      new Histogram::BucketBoundaries{0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400};
-  return *buckets;
-}
-const Histogram::BucketBoundaries& JobBuckets() {
-  static const auto* buckets = new Histogram::BucketBoundaries{
-      1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400};
-  return *buckets;
-}
 
 // The CUDA device whose allocator this worker reports, or -1: none, or no way to read it.
 int CudaDeviceOf(const std::string& device) {
@@ -123,7 +112,7 @@ WorkerMetrics::WorkerMetrics(const std::string& device)
   }
   lease_polls_.Add({{"result", "job"}});
   lease_polls_.Add({{"result", "empty"}});
-  job_seconds_.Add({}, JobBuckets());
+  job_seconds_.Add({}, JobSecondsBuckets());
   if (cuda_device_ >= 0) {
     device_memory_ = &BuildGauge()
                           .Name("ompq_worker_device_memory_bytes")
@@ -161,12 +150,12 @@ void WorkerMetrics::JobStarted() { busy_.Set(1); }
 
 void WorkerMetrics::JobFinished(absl::string_view result, absl::Duration duration) {
   jobs_.Add({{"result", std::string(result)}}).Increment();
-  job_seconds_.Add({}, JobBuckets()).Observe(absl::ToDoubleSeconds(duration));
+  job_seconds_.Add({}, JobSecondsBuckets()).Observe(absl::ToDoubleSeconds(duration));
   busy_.Set(0);
 }
 
 void WorkerMetrics::ObserveStage(v1::Stage stage, absl::Duration duration) {
-  stage_seconds_.Add({{"stage", v1::Stage_Name(stage)}}, StageBuckets())
+  stage_seconds_.Add({{"stage", v1::Stage_Name(stage)}}, StageSecondsBuckets())
       .Observe(absl::ToDoubleSeconds(duration));
 }
 
