@@ -67,14 +67,17 @@ absl::StatusOr<UploadResult> UploadFile(v1::BlobService::StubInterface& stub,
   v1::WriteBlobRequest chunk;
   chunk.set_digest(result.digest);
   chunk.set_size_bytes(result.size_bytes);
-  std::vector<char> buffer(static_cast<size_t>(limits.chunk_bytes));
   bool stream_ok = true;
   do {
-    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
-    chunk.set_data(buffer.data(), static_cast<size_t>(in.gcount()));
+    // Read straight into the message: no intermediate buffer to copy from.
+    std::string* data = chunk.mutable_data();
+    data->resize(static_cast<size_t>(limits.chunk_bytes));
+    in.read(data->data(), static_cast<std::streamsize>(data->size()));
+    data->resize(static_cast<size_t>(in.gcount()));
     // A failed Write means the server ended the call; Finish() says why.
     stream_ok = writer->Write(chunk);
-    chunk.Clear();
+    chunk.clear_digest();
+    chunk.clear_size_bytes();
   } while (stream_ok && in);
   if (in.bad()) {
     context.TryCancel();

@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/time.h"
 #include "client/exit_codes.h"
 #include "client/interrupt.h"
 #include "client/progress_display.h"
@@ -345,6 +346,35 @@ int RunUpload(const CliContext& ctx, const std::vector<std::string>& paths) {
     }
   }
   if (JsonMode(ctx)) *ctx.out << nlohmann::json{{"blobs", blobs}}.dump() << std::endl;
+  return kExitSuccess;
+}
+
+int RunHealth(const CliContext& ctx, const std::string& service, const std::string& timeout) {
+  absl::Duration limit;
+  if (!absl::ParseDuration(timeout, &limit) || limit <= absl::ZeroDuration()) {
+    return Fail(ctx, absl::InvalidArgumentError(absl::StrCat(
+        "--timeout '", timeout, "' is not a positive duration; use e.g. 5s or 500ms")));
+  }
+  auto status = ctx.client->CheckHealth(service, limit);
+  if (!status.ok()) return Fail(ctx, status.status());  // Unreachable, too slow: exit 4.
+  const std::string name = grpc::health::v1::HealthCheckResponse::ServingStatus_Name(*status);
+  const bool serving = *status == grpc::health::v1::HealthCheckResponse::SERVING;
+  if (JsonMode(ctx)) {
+    *ctx.out << nlohmann::json{{"server", ctx.server}, {"service", service}, {"status", name}}.dump()
+             << std::endl;
+  } else {
+    *ctx.out << name << std::endl;
+  }
+  if (!serving) {
+    *ctx.err << "ompqctl: " << ctx.server << " answers " << name
+             << (*status == grpc::health::v1::HealthCheckResponse::NOT_SERVING
+                     ? ": it is draining (shutting down) and takes no new work"
+                 : *status == grpc::health::v1::HealthCheckResponse::SERVICE_UNKNOWN
+                     ? absl::StrCat(": it serves no service named '", service, "'")
+                     : "")
+             << std::endl;
+    return kExitJobFailed;
+  }
   return kExitSuccess;
 }
 

@@ -49,6 +49,11 @@ int RunCancel(const CliContext& ctx, const std::string& name);
 int RunDownload(const CliContext& ctx, const std::string& name, const std::string& out_dir);
 /// Uploads files as blobs; prints their digests.
 int RunUpload(const CliContext& ctx, const std::vector<std::string>& paths);
+/// Asks the server's grpc.health.v1 service about `service` ("" the whole server), giving
+/// up after `timeout` (e.g. "5s"). Exit 0 when SERVING; kExitJobFailed (1) when the server
+/// answers anything else (NOT_SERVING while it drains); kExitUnreachable (4) when it cannot
+/// be reached in time or refuses the credentials. For probes (deploy/k8s/server.yaml).
+int RunHealth(const CliContext& ctx, const std::string& service, const std::string& timeout);
 
 }  // namespace ompq::client
 

@@ -63,7 +63,8 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& opt
 Client::Client(const std::shared_ptr<grpc::ChannelInterface>& channel, ClientOptions options)
     : options_(std::move(options)),
       jobs_(v1::QuantizationService::NewStub(channel)),
-      blobs_(v1::BlobService::NewStub(channel)) {}
+      blobs_(v1::BlobService::NewStub(channel)),
+      health_(grpc::health::v1::Health::NewStub(channel)) {}
 
 absl::StatusOr<UploadResult> Client::UploadFile(const std::string& path) {
   return client::UploadFile(*blobs_, options_.connection, options_.transfer, path);
@@ -111,6 +112,17 @@ absl::StatusOr<v1::Job> Client::CancelJob(const std::string& name) {
   v1::Job job;
   RETURN_IF_ERROR(FromGrpcStatus(jobs_->CancelJob(&context, request, &job)));
   return job;
+}
+
+absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Client::CheckHealth(
+    const std::string& service, absl::Duration timeout) {
+  grpc::ClientContext context;
+  PrepareContext(context, options_.connection, timeout);
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  RETURN_IF_ERROR(FromGrpcStatus(health_->Check(&context, request, &response)));
+  return response.status();
 }
 
 absl::StatusOr<WatchEnd> Client::Watch(const std::string& name, const WatchOptions& options,

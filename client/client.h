@@ -13,6 +13,7 @@
 #include "absl/time/time.h"
 #include "client/blob_transfer.h"
 #include "client/channel.h"
+#include "health.grpc.pb.h"
 #include "ompq/v1/blob_service.grpc.pb.h"
 #include "ompq/v1/quantization_service.grpc.pb.h"
 
@@ -64,6 +65,12 @@ class Client {
   absl::StatusOr<v1::ListJobsResponse> ListJobs(const v1::ListJobsRequest& request);
   absl::StatusOr<v1::Job> CancelJob(const std::string& name);
 
+  /// Asks grpc.health.v1.Health/Check for `service` ("" is the whole server) within
+  /// `timeout`. The status it answers (SERVING, NOT_SERVING while draining, ...), or the
+  /// call's error (UNAVAILABLE when unreachable, DEADLINE_EXCEEDED, UNAUTHENTICATED, ...).
+  absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> CheckHealth(
+      const std::string& service, absl::Duration timeout);
+
   /// Streams job `name` to `on_update` (current state first, then every change) until it
   /// is terminal, the deadline passes, or a stop is requested; `on_update` returning
   /// false stops too. Reconnects when an established stream is lost (UNAVAILABLE) or
@@ -76,6 +83,7 @@ class Client {
   ClientOptions options_;
   std::unique_ptr<v1::QuantizationService::StubInterface> jobs_;
   std::unique_ptr<v1::BlobService::StubInterface> blobs_;
+  std::unique_ptr<grpc::health::v1::Health::StubInterface> health_;
 };
 
 }  // namespace ompq::client

@@ -68,6 +68,9 @@ int main(int argc, char** argv) {
   app.add_option("--token", client_options.connection.token, "Bearer token")->envname("OMPQ_TOKEN");
   app.add_option("--tls-ca", client_options.connection.tls_ca,
                  "PEM CA file: connect with TLS (default plaintext)");
+  app.add_option("--tls-server-name", client_options.connection.tls_server_name,
+                 "Name the server certificate must carry, when not the --server host "
+                 "(e.g. probing localhost in the server's pod)");
   app.add_option("--output,-o", output, "Output format: text or json")
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
@@ -111,6 +114,14 @@ int main(int argc, char** argv) {
   CLI::App* upload = app.add_subcommand("upload", "Upload files as blobs; print digests");
   upload->add_option("files", upload_paths, "Files to upload")->required();
 
+  std::string health_service;
+  std::string health_timeout = "5s";
+  CLI::App* health = app.add_subcommand(
+      "health", "Ask the server's gRPC health service; exit 0 when SERVING (for probes)");
+  health->add_option("--service", health_service, "Service to ask about (default: the server)");
+  health->add_option("--timeout", health_timeout, "Give up after this long")
+      ->capture_default_str();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -140,5 +151,6 @@ int main(int argc, char** argv) {
   if (cancel->parsed()) return oc::RunCancel(ctx, job_name);
   if (download->parsed()) return oc::RunDownload(ctx, job_name, out_dir);
   if (upload->parsed()) return oc::RunUpload(ctx, upload_paths);
+  if (health->parsed()) return oc::RunHealth(ctx, health_service, health_timeout);
   return oc::kExitUsage;
 }

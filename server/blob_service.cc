@@ -1,12 +1,16 @@
 #include "server/blob_service.h"
 
+#include <deque>
 #include <memory>
 #include <string>
 #include <utility>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/digest.h"
 #include "common/grpc_status.h"
+#include "common/status_macros.h"
 #include "common/units.h"
 
 namespace ompq {
@@ -28,8 +32,11 @@ absl::Status CheckDigest(const std::string& digest, absl::string_view field) {
                    "' is not a digest: expected \"sha256:\" and 64 lowercase hex digits"));
 }
 
-// Receives one upload. Each message is handled on the I/O pool; the next read starts only
-// after the previous chunk is on disk, so at most one chunk per upload is in memory.
+// Receives one upload. Receiving and storing overlap: OnReadDone queues each message and
+// starts the next read at once (up to kMaxQueuedMessages queued), while one drain task on
+// the I/O pool hashes and writes the queued messages in order. The read of the next chunk
+// used to wait until the previous one was on disk, which left the connection idle for the
+// hashing and the write() of every chunk.
 class WriteReactor final : public grpc::ServerReadReactor<v1::WriteBlobRequest> {
  public:
   WriteReactor(BlobStore* store, Metrics* metrics, ThreadPool* io, int64_t max_blob_bytes,
@@ -40,49 +47,108 @@ class WriteReactor final : public grpc::ServerReadReactor<v1::WriteBlobRequest> 
         io_(io),
         max_blob_bytes_(max_blob_bytes),
         response_(response) {
+    absl::MutexLock lock(&mu_);
+    reading_ = true;
     StartRead(&request_);
   }
 
+  // gRPC runs reactions on its own threads, never inside StartRead (the route_guide
+  // callback example also starts operations under its mutex), so StartRead under mu_ is
+  // safe. Finish is called outside mu_ and last: OnDone may delete `this` right after.
   void OnReadDone(bool ok) override {
-    io_->Schedule([this, ok] { ok ? HandleMessage() : HandleEnd(); });
+    bool schedule = false;
+    {
+      absl::MutexLock lock(&mu_);
+      reading_ = false;
+      if (finishing_) return;  // The drain task has finished the call.
+      if (ok) {
+        queued_.push_back(std::move(request_));
+        request_.Clear();
+        if (queued_.size() < kMaxQueuedMessages) {
+          reading_ = true;
+          StartRead(&request_);
+        }
+      } else {
+        ended_ = true;
+      }
+      if (!draining_) {
+        draining_ = true;
+        schedule = true;
+      }
+    }
+    if (schedule) io_->Schedule([this] { Drain(); });
   }
   void OnDone() override { delete this; }
 
  private:
-  // Every path ends in exactly one StartRead() or Finish(); `this` is not touched after.
-  void HandleMessage() {
-    if (!started_) {
-      absl::Status status = Begin();
+  static constexpr size_t kMaxQueuedMessages = 4;
+
+  // Runs on the I/O pool, one task per upload at a time, so messages are stored in order.
+  // Every path ends in exactly one Finish() or in draining_ = false (a later OnReadDone
+  // schedules the next task); `this` is not touched after either.
+  void Drain() {
+    for (;;) {
+      v1::WriteBlobRequest message;
+      bool end = false;
+      {
+        absl::MutexLock lock(&mu_);
+        if (queued_.empty()) {
+          if (!ended_) {
+            draining_ = false;
+            return;
+          }
+          finishing_ = true;
+          end = true;
+        } else {
+          message = std::move(queued_.front());
+          queued_.pop_front();
+          if (!reading_ && !ended_) {
+            reading_ = true;
+            StartRead(&request_);
+          }
+        }
+      }
+      if (end) {
+        return HandleEnd();  // Every message is stored and no read is in flight.
+      }
+      absl::Status status = HandleMessage(message);
       if (!status.ok()) {
+        {
+          absl::MutexLock lock(&mu_);
+          finishing_ = true;
+        }
+        writer_.reset();  // Removes the temporary file before the client hears of the error.
         return Finish(ToGrpcStatus(status));
       }
-      started_ = true;
-    } else if (!request_.digest().empty() && request_.digest() != digest_) {
-      return Finish(ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
-          "digest changed mid-upload from ", digest_, " to ", request_.digest().substr(0, 80),
-          "; send digest only in the first message"))));
     }
-    const std::string& data = request_.data();
-    if (writer_ != nullptr) {
-      absl::Status status = writer_->Append(data);
-      if (!status.ok()) {
-        return Finish(ToGrpcStatus(status));
-      }
-    } else {
-      // Already stored: the bytes are drained and dropped. (Answering before the client
-      // has sent everything would make a naive client see a failed write.)
-      discarded_ += static_cast<int64_t>(data.size());
-      if (discarded_ > size_) {
-        return Finish(ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
-            "blob ", digest_, ": received more than the declared size_bytes ", size_))));
-      }
-    }
-    StartRead(&request_);
   }
 
-  absl::Status Begin() {
-    digest_ = request_.digest();
-    size_ = request_.size_bytes();
+  absl::Status HandleMessage(const v1::WriteBlobRequest& message) {
+    if (!started_) {
+      RETURN_IF_ERROR(Begin(message));
+      started_ = true;
+    } else if (!message.digest().empty() && message.digest() != digest_) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "digest changed mid-upload from ", digest_, " to ", message.digest().substr(0, 80),
+          "; send digest only in the first message"));
+    }
+    const std::string& data = message.data();
+    if (writer_ != nullptr) {
+      return writer_->Append(data);
+    }
+    // Already stored: the bytes are drained and dropped. (Answering before the client
+    // has sent everything would make a naive client see a failed write.)
+    discarded_ += static_cast<int64_t>(data.size());
+    if (discarded_ > size_) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "blob ", digest_, ": received more than the declared size_bytes ", size_));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Begin(const v1::WriteBlobRequest& first) {
+    digest_ = first.digest();
+    size_ = first.size_bytes();
     if (!IsValidDigest(digest_)) {
       return CheckDigest(digest_, "digest (first message)");
     }
@@ -149,7 +215,16 @@ class WriteReactor final : public grpc::ServerReadReactor<v1::WriteBlobRequest> 
   ThreadPool* const io_;
   const int64_t max_blob_bytes_;
   v1::WriteBlobResponse* const response_;
-  v1::WriteBlobRequest request_;
+
+  absl::Mutex mu_;
+  v1::WriteBlobRequest request_;  // Filled by the read in flight (reading_).
+  std::deque<v1::WriteBlobRequest> queued_ ABSL_GUARDED_BY(mu_);  // Received, not stored.
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;    // A StartRead is in flight.
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;      // The client half-closed.
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;   // A Drain task is scheduled or running.
+  bool finishing_ ABSL_GUARDED_BY(mu_) = false;  // Finish is called or about to be.
+
+  // Owned by the drain task.
   bool started_ = false;
   std::string digest_;
   int64_t size_ = 0;
@@ -157,7 +232,9 @@ class WriteReactor final : public grpc::ServerReadReactor<v1::WriteBlobRequest> 
   std::unique_ptr<BlobWriter> writer_;  // Null when the blob already existed.
 };
 
-// Sends one blob in kReadChunkBytes chunks, reading each on the I/O pool.
+// Sends one blob in kReadChunkBytes chunks. The I/O pool reads the next chunk while the
+// previous one is being sent (one chunk read ahead), so the disk read and the network
+// send overlap instead of taking turns.
 class ReadReactor final : public grpc::ServerWriteReactor<v1::ReadBlobResponse> {
  public:
   ReadReactor(const BlobStore* store, Metrics* metrics, ThreadPool* io,
@@ -168,47 +245,107 @@ class ReadReactor final : public grpc::ServerWriteReactor<v1::ReadBlobResponse> 
       Finish(ToGrpcStatus(valid));
       return;
     }
+    {
+      absl::MutexLock lock(&mu_);
+      reading_ = true;
+    }
     io_->Schedule([this, store, caller, digest = request.digest()] {
+      absl::Status status;
       if (!caller.all_blobs && !store->IsOwner(digest, caller.tenant)) {
         // The same answer as a missing blob: another tenant's blobs do not exist for it.
-        return Finish(ToGrpcStatus(absl::NotFoundError(
-            absl::StrCat("blob ", digest, " not found: upload it with BlobService.Write"))));
+        status = absl::NotFoundError(
+            absl::StrCat("blob ", digest, " not found: upload it with BlobService.Write"));
+      } else {
+        auto reader = store->OpenForRead(digest);
+        if (reader.ok()) {
+          reader_ = std::move(reader).value();
+        } else {
+          status = reader.status();
+        }
       }
-      auto reader = store->OpenForRead(digest);
-      if (!reader.ok()) {
-        return Finish(ToGrpcStatus(reader.status()));
-      }
-      reader_ = std::move(reader).value();
-      SendNextChunk();
+      status.ok() ? ReadAhead() : ReadDone(status);
     });
   }
 
   void OnWriteDone(bool ok) override {
+    absl::ReleasableMutexLock lock(&mu_);
+    writing_ = false;
     if (!ok) {
-      return Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the reader went away"));
+      read_status_ = absl::CancelledError("the reader went away");
+      done_ = true;
     }
-    io_->Schedule([this] { SendNextChunk(); });
+    Step(lock);
   }
   void OnDone() override { delete this; }
 
  private:
-  void SendNextChunk() {
-    std::string* chunk = response_.mutable_data();
-    absl::Status status = reader_->Read(kReadChunkBytes, chunk);
+  // On the I/O pool: reads the next chunk into next_ (owned by this task while reading_).
+  void ReadAhead() {
+    absl::Status status = reader_->Read(kReadChunkBytes, next_.mutable_data());
+    ReadDone(status);
+  }
+
+  void ReadDone(const absl::Status& status) {
+    absl::ReleasableMutexLock lock(&mu_);
+    reading_ = false;
     if (!status.ok()) {
-      return Finish(ToGrpcStatus(status));
+      if (read_status_.ok()) read_status_ = status;
+      done_ = true;
+    } else if (next_.data().empty()) {
+      done_ = true;  // End of the blob.
+    } else {
+      next_ready_ = true;
     }
-    if (chunk->empty()) {
-      return Finish(grpc::Status::OK);
+    Step(lock);
+  }
+
+  // Decides, under mu_, what to start next; starts it after releasing mu_. Finish comes
+  // only when neither a read nor a write is in flight, and nothing starts after it, so
+  // `this` (deleted by OnDone) outlives every task.
+  void Step(absl::ReleasableMutexLock& lock) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) {
+      return;
     }
-    metrics_->BlobBytesRead(static_cast<int64_t>(chunk->size()));
-    StartWrite(&response_);
+    if (done_ && !read_status_.ok()) {
+      next_ready_ = false;  // A failed read or a reader gone: send nothing more.
+    }
+    bool start_write = false;
+    bool start_read = false;
+    if (!writing_ && next_ready_) {
+      sending_.Swap(&next_);
+      next_.clear_data();
+      next_ready_ = false;
+      writing_ = true;
+      start_write = true;
+    }
+    if (!reading_ && !next_ready_ && !done_) {
+      reading_ = true;
+      start_read = true;
+    }
+    const bool finish = !reading_ && !writing_ && !next_ready_ && done_;
+    if (finish) finished_ = true;
+    const absl::Status status = read_status_;
+    lock.Release();
+    if (start_write) {
+      metrics_->BlobBytesRead(static_cast<int64_t>(sending_.data().size()));
+      StartWrite(&sending_);
+    }
+    if (start_read) io_->Schedule([this] { ReadAhead(); });
+    if (finish) Finish(ToGrpcStatus(status));
   }
 
   Metrics* const metrics_;
   ThreadPool* const io_;
-  std::unique_ptr<BlobReader> reader_;
-  v1::ReadBlobResponse response_;
+  std::unique_ptr<BlobReader> reader_;  // Used by the one read task in flight.
+  absl::Mutex mu_;
+  v1::ReadBlobResponse sending_;  // The chunk being written (while writing_).
+  v1::ReadBlobResponse next_;     // The chunk read ahead (while reading_ or next_ready_).
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool next_ready_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;  // End of blob, read error or reader gone.
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status read_status_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace

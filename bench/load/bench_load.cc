@@ -5,7 +5,7 @@
 //
 //   bench_load --server_binary build/bin/ompq-server [--database postgresql://...]
 //              [--clients 1,2,4,8,16,32,64] [--seconds 1] [--rounds 3]
-//              [--blob_mib 256] [--blob_repeats 5]
+//              [--blob_mib 256] [--blob_repeats 5] [--job_api=false: blobs only]
 //
 // Each store gets its own ompq-server process (--workers 0, a fresh --data-dir, loopback,
 // a free port): SQLite always, PostgreSQL when --database is given. For every client count
@@ -67,6 +67,7 @@ ABSL_FLAG(int, page_size, 50, "ListJobs page size");
 ABSL_FLAG(int, seed_jobs, 500, "jobs created before measuring (so listings are full)");
 ABSL_FLAG(int64_t, blob_mib, 256, "size of the blob transfer file in MiB; 0 skips blobs");
 ABSL_FLAG(int, blob_repeats, 5, "repeats of each blob and disk-copy measurement");
+ABSL_FLAG(bool, job_api, true, "measure the job API (false: blob transfers only)");
 ABSL_FLAG(std::string, work_dir, "",
           "scratch directory (server data, files); default: a new one under /var/tmp");
 ABSL_FLAG(bool, keep, false, "keep the scratch directory");
@@ -564,7 +565,6 @@ double CopyFile(const std::string& src, const std::string& dst, const std::strin
 // digest is known beforehand, as after ompqctl's FindMissingBlobs check).
 double UploadFile(BlobService::Stub& stub, const std::string& path, const std::string& digest,
                   int64_t size) {
-  std::vector<char> buffer(kChunk);
   const auto start = Clock::now();
   const int in = OpenOrDie(path, O_RDONLY);
   grpc::ClientContext context;
@@ -576,9 +576,12 @@ double UploadFile(BlobService::Stub& stub, const std::string& path, const std::s
   request.set_size_bytes(size);
   bool ok = true;
   while (ok) {
-    const size_t n = ReadSome(in, buffer.data(), buffer.size());
+    // Read straight into the message, as ompqctl's UploadFile does.
+    std::string* data = request.mutable_data();
+    data->resize(kChunk);
+    const size_t n = ReadSome(in, data->data(), data->size());
     if (n == 0) break;
-    request.set_data(buffer.data(), n);
+    data->resize(n);
     ok = writer->Write(request);
     request.clear_digest();
     request.clear_size_bytes();
@@ -699,9 +702,11 @@ int main(int argc, char** argv) {
     g_server_pid = server.pid;
     std::fprintf(stderr, "%s server on %s, pid %d\n", store.c_str(), server.address.c_str(),
                  static_cast<int>(server.pid));
-    StoreRun run = RunJobApi(store, server, counts);
-    PrintJobApi(run);
-    std::fflush(stdout);
+    if (absl::GetFlag(FLAGS_job_api)) {
+      StoreRun run = RunJobApi(store, server, counts);
+      PrintJobApi(run);
+      std::fflush(stdout);
+    }
     if (!blobs_done) {
       // Blob transfers do not touch the job store: measured once, on the first server.
       RunBlobs(server, data_dir + "/files");

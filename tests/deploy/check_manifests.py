@@ -4,7 +4,8 @@ way a cluster would meet them, without a cluster: every YAML and JSON file parse
 objects kustomization.yaml applies are well formed and consistent (selectors, Services,
 Secrets and their keys, volumes, PVCs, scalers); the ompq containers pass only flags the
 real binaries accept (their --help), with paths on the right volumes, probes on ports the
-process serves, GPU and memory settings that agree; and Prometheus' relabelling, applied
+process serves (the server's: exec probes running `ompqctl health` over TLS, run for real
+against a TLS ompq-server), GPU and memory settings that agree; and Prometheus' relabelling, applied
 to the pod templates, scrapes exactly the ompq metrics ports.
 
 Usage: check_manifests.py REPO_DIR BIN_DIR"""
@@ -12,7 +13,10 @@ import base64
 import json
 import pathlib
 import re
+import subprocess
 import sys
+import tempfile
+import time
 
 import yaml
 
@@ -230,24 +234,98 @@ def check_server(workload, container, args, served, by_kind, env, what):
     pvc = by_kind["PersistentVolumeClaim"].get(claim)
     if replicas > 1 and (pvc is None or "ReadWriteMany" not in pvc["spec"]["accessModes"]):
         fail(f"{what}: {replicas} replicas need --blob-dir on a ReadWriteMany PVC")
-    tls_port = listen_port(args["listen"]) if "tls_cert" in args else None
-    for kind in ("readinessProbe", "livenessProbe"):
+    for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
         probe = container.get(kind)
         if probe is None:
             fail(f"{what}: no {kind}")
             continue
-        for action in ("grpc", "tcpSocket", "httpGet"):
-            if action in probe:
-                port = container_port(container, probe[action]["port"])
-                if port not in served:
-                    fail(f"{what}: {kind} port {probe[action]['port']} is not a port the server listens on ({served})")
-                if action == "grpc" and port == tls_port:
-                    fail(f"{what}: {kind} is a grpc probe on the TLS port: the kubelet dials plaintext")
-                if action == "httpGet" and (served.get(port) != "metrics_listen" or probe[action]["path"] != "/metrics"):
-                    fail(f"{what}: {kind} httpGet must be /metrics on the metrics port")
-                break
-        else:
-            fail(f"{what}: {kind} has no grpc, tcpSocket or httpGet action")
+        check_health_probe(workload, container, args, by_kind, kind, probe, what)
+
+
+def check_health_probe(workload, container, args, by_kind, kind, probe, what):
+    """The server's probes exec `ompqctl health` on the pod's own gRPC port: the kubelet's
+    native grpc probe cannot do TLS. With TLS, the CA comes from a mounted Secret file and
+    the name checked is one the certificate must carry (the Service's); the command is then
+    run for real against a TLS ompq-server with such a certificate."""
+    command = probe.get("exec", {}).get("command", [])
+    if not command or command[0] != "ompqctl" or "health" not in command:
+        fail(f"{what}: {kind} must be an exec probe running `ompqctl ... health`, got {probe}")
+        return
+    options = {flag_name(a): a.split("=", 1)[1] for a in command[1:] if flag_name(a) and "=" in a}
+    host, _, port = options.get("server", "").rpartition(":")
+    if host not in ("127.0.0.1", "localhost") or port != str(listen_port(args["listen"])):
+        fail(f"{what}: {kind} must ask this pod's own --listen port on 127.0.0.1, got --server={options.get('server')}")
+    timeout = options.get("timeout", "5s")
+    if not re.fullmatch(r"\d+s", timeout) or int(timeout[:-1]) >= probe.get("timeoutSeconds", 1):
+        fail(f"{what}: {kind}: ompqctl --timeout={timeout} must end before timeoutSeconds {probe.get('timeoutSeconds', 1)}")
+    grace = pod_spec(workload).get("terminationGracePeriodSeconds", 30)
+    if kind == "livenessProbe" and probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3) <= grace:
+        fail(f"{what}: livenessProbe would restart a draining (NOT_SERVING) server before its {grace} s grace ends")
+    if "tls_cert" not in args:
+        if "tls_ca" in options:
+            fail(f"{what}: {kind} uses --tls-ca but the server serves plaintext")
+        return
+    ca = options.get("tls_ca", "")
+    mount = next((m for m in container.get("volumeMounts", []) if ca.startswith(m["mountPath"].rstrip("/") + "/")), None)
+    volume = next((v for v in pod_spec(workload).get("volumes", []) if mount and v["name"] == mount["name"]), {})
+    items = {i["path"]: i["key"] for i in volume.get("secret", {}).get("items", [])}
+    if mount is None or not mount.get("readOnly") or ca[len(mount["mountPath"].rstrip("/")) + 1:] not in items:
+        fail(f"{what}: {kind}: --tls-ca={ca!r} is not a file of a read-only mounted Secret volume")
+    services = [n for n, svc in by_kind["Service"].items()
+                if all(workload["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in svc["spec"]["selector"].items())]
+    if options.get("tls_server_name") not in services:
+        fail(f"{what}: {kind}: --tls-server-name={options.get('tls_server_name')!r} must be the name clients and "
+             f"workers dial, which the certificate carries (Service {services})")
+        return
+    if kind not in PROBES_RUN:
+        PROBES_RUN.add(kind)
+        run_probe(command, options["tls_server_name"], f"{what}: {kind}")
+
+
+PROBES_RUN = set()
+BIN_DIR = None
+
+
+def run_probe(command, name, what):
+    """Runs the probe command with the real ompqctl against a real TLS ompq-server whose
+    certificate names `name` only (as deploy/README.md makes it), on a free port."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = pathlib.Path(tmp)
+        for step in (
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=probe-ca",
+             "-keyout", "ca.key", "-out", "ca.crt"],
+            ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", "tls.key",
+             "-out", "tls.csr"],
+            ["openssl", "x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-days", "1", "-extfile", "san.ext", "-out", "tls.crt"]):
+            (tmp / "san.ext").write_text(f"subjectAltName=DNS:{name}\n")
+            subprocess.run(step, cwd=tmp, check=True, capture_output=True, timeout=60)
+        server = subprocess.Popen(
+            [str(BIN_DIR / "ompq-server"), "--listen=127.0.0.1:0", f"--port-file={tmp / 'port'}", "--workers=0",
+             "--metrics-listen=", f"--data-dir={tmp / 'data'}", f"--tls-cert={tmp / 'tls.crt'}",
+             f"--tls-key={tmp / 'tls.key'}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(300):
+                if (tmp / "port").exists() and (tmp / "port").read_text().strip():
+                    break
+                time.sleep(0.1)
+            port = (tmp / "port").read_text().strip()
+            argv = [str(BIN_DIR / "ompqctl")]
+            for arg in command[1:]:
+                if flag_name(arg) == "server":
+                    arg = f"--server=127.0.0.1:{port}"
+                elif flag_name(arg) == "tls_ca":
+                    arg = f"--tls-ca={tmp / 'ca.crt'}"
+                argv.append(arg)
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            if result.returncode != 0 or result.stdout.strip() != "SERVING":
+                fail(f"{what}: the probe command against a real TLS server exited {result.returncode}: "
+                     f"{result.stdout.strip()} {result.stderr.strip()}")
+            else:
+                print(f"ok: {what}: `{' '.join(command)}` answers SERVING from a real TLS server")
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
 
 
 def check_worker(workload, container, args, by_kind, env, what):
@@ -336,7 +414,9 @@ def check_prometheus_discovery(prometheus, by_kind, namespace):
 
 
 def main():
+    global BIN_DIR
     repo, bin_dir = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+    BIN_DIR = bin_dir
     deploy = repo / "deploy"
     parsed = load_every_file(deploy)
     print(f"parsed {len(parsed)} YAML/JSON files, {sum(len(d) for d in parsed.values())} documents")

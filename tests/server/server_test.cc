@@ -43,7 +43,7 @@ using ::ompq::testing::MetricValue;
 using ::ompq::testing::PostgresTestSchema;
 using ::ompq::testing::TempDir;
 
-constexpr int64_t kMaxBlobBytes = 1 << 20;
+constexpr int64_t kMaxBlobBytes = 4 << 20;  // Room for a blob of several 1 MiB download chunks.
 
 // For the few things only observable from outside as they happen (a parked long poll, a
 // departed watcher): poll with a generous bound; never a fixed sleep.
@@ -272,6 +272,48 @@ TEST_F(ServerTest, UploadFindAndDownloadBlob) {
   EXPECT_EQ(MetricValue(*server_->metrics().registry(), "ompq_blob_bytes_read_total"), 100000);
 }
 
+// Several MiB in both directions: the upload queues messages while earlier ones are
+// stored, the download reads the next MiB while the previous one is sent; bytes and order
+// must survive both.
+TEST_F(ServerTest, MultiMegabyteBlobRoundTripsInOrder) {
+  std::string data(3 * (1 << 20) + 12345, '\0');
+  for (size_t i = 0; i < data.size(); ++i) {
+    data[i] = static_cast<char>((i * 2654435761u) >> 13);
+  }
+  ASSERT_TRUE(Upload(data, "", -1, 64 * 1024).ok());
+  auto downloaded = Download(DigestOf(data));
+  ASSERT_TRUE(downloaded.ok()) << downloaded.status();
+  EXPECT_EQ(downloaded->size(), data.size());
+  EXPECT_TRUE(*downloaded == data);
+  // Too many bytes, found while later messages are still queued: refused, nothing left.
+  const std::string other = data.substr(1);
+  EXPECT_EQ(Upload(other, "", 1 << 20, 64 * 1024).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(Missing({DigestOf(other)}) == std::vector<std::string>{DigestOf(other)});
+}
+
+// A client that goes away mid-upload leaves no blob and no temporary file.
+TEST_F(ServerTest, CancelledUploadLeavesNothing) {
+  const std::string data(2 << 20, 'c');
+  grpc::ClientContext context;
+  SetDeadline(context);
+  v1::WriteBlobResponse response;
+  auto writer = blobs_->Write(&context, &response);
+  v1::WriteBlobRequest first;
+  first.set_digest(DigestOf(data));
+  first.set_size_bytes(static_cast<int64_t>(data.size()));
+  first.set_data(data.substr(0, 1 << 20));
+  ASSERT_TRUE(writer->Write(first));
+  context.TryCancel();
+  EXPECT_EQ(writer->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  // The server notices the cancellation on its own threads.
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (!FilesUnder(dir_.path() + "/blobs").empty() && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_TRUE(FilesUnder(dir_.path() + "/blobs").empty());
+  EXPECT_EQ(Missing({DigestOf(data)}), std::vector<std::string>{DigestOf(data)});
+}
+
 TEST_F(ServerTest, UploadWithWrongDigestIsRefusedAndLeavesNothing) {
   const std::string data = "bytes that do not match";
   const std::string claimed = DigestOf("something else");
@@ -334,8 +376,8 @@ TEST_F(ServerTest, CreateJobNamesEachBadField) {
        grpc::INVALID_ARGUMENT, "spec.labels"},
       {[](auto& r) { r.set_request_id(std::string(500, 'r')); }, grpc::INVALID_ARGUMENT,
        "request_id"},
-      {[](auto& r) { r.mutable_spec()->set_finetune(v1::QAT); }, grpc::UNIMPLEMENTED,
-       "--finetune ptq"},
+      {[](auto& r) { r.mutable_spec()->set_finetune(v1::QAT); }, grpc::INVALID_ARGUMENT,
+       "pass --train FILE"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     v1::CreateJobRequest request = ValidRequest();
