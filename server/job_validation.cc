@@ -150,16 +150,16 @@ absl::Status CheckFinetune(v1::JobSpec* spec) {
   if (spec->finetune() == v1::FINETUNE_MODE_UNSPECIFIED) {
     spec->set_finetune(kDefaultFinetuneMode);
   }
-  // QAT (issue 4) is not built yet; PTQ and evaluation are.
-  if (spec->finetune() == v1::QAT) {
-    return absl::UnimplementedError(
-        "spec.finetune: finetune 'qat' is not available in this version; use --finetune ptq "
-        "(the default) or none");
+  // QAT trains on labelled data; no other mode reads training data.
+  if (spec->finetune() == v1::QAT && spec->train_digest().empty()) {
+    return Invalid(
+        "spec.train_digest: --finetune qat trains on labelled data: pass --train FILE (a "
+        "torch.save'd dict {'inputs': X, 'labels': y} or an .npz with keys inputs and labels)");
   }
-  if (!spec->train_digest().empty()) {
-    return absl::UnimplementedError(
-        "spec.train_digest: training data is only used by QAT, which is not available in this "
-        "version; leave --train out");
+  if (spec->finetune() != v1::QAT && !spec->train_digest().empty()) {
+    return Invalid(
+        "spec.train_digest: training data is only used by --finetune qat; add --finetune qat "
+        "or leave --train out");
   }
   if (spec->iters() < 0) {
     return Invalid(absl::StrCat("spec.iters must be >= 0 (0: default), got ", spec->iters()));

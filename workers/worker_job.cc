@@ -107,7 +107,9 @@ class LeasedJob {
              std::string(absl::StripPrefix(lease.job().name(), "jobs/"))),
         model_path_(dir_ / ModelFileName(lease.job().spec())),
         calib_path_(dir_ / "calib.data"),
-        eval_path_(lease.job().spec().eval_digest().empty() ? fs::path() : dir_ / "eval.data") {
+        eval_path_(lease.job().spec().eval_digest().empty() ? fs::path() : dir_ / "eval.data"),
+        train_path_(lease.job().spec().train_digest().empty() ? fs::path()
+                                                               : dir_ / "train.data") {
     if (job_.spec().has_timeout()) deadline_ = started_ + FromProto(job_.spec().timeout());
     if (options_.job_time_limit > absl::ZeroDuration() &&
         started_ + options_.job_time_limit < deadline_) {
@@ -132,8 +134,11 @@ class LeasedJob {
                           << ": OMPQ_WORKER_FAULT=crash_on_label: killing this worker";
         ::kill(::getpid(), SIGKILL);
       }
-      // Eval data is checked before any long work starts.
+      // Eval and training data are checked before any long work starts.
       if (status.ok()) status = Guarded("checking the eval data", [&] { return CheckEval(); });
+      if (status.ok()) {
+        status = Guarded("checking the training data", [&] { return CheckTrain(); });
+      }
       std::optional<nlohmann::json> report;
       if (status.ok()) {
         auto searched = Search();
@@ -229,6 +234,7 @@ class LeasedJob {
     std::vector<std::pair<std::string, fs::path>> inputs = {
         {job_.spec().model_digest(), model_path_}, {job_.spec().calib_digest(), calib_path_}};
     if (!eval_path_.empty()) inputs.emplace_back(job_.spec().eval_digest(), eval_path_);
+    if (!train_path_.empty()) inputs.emplace_back(job_.spec().train_digest(), train_path_);
     for (size_t i = 0; i < inputs.size(); ++i) {
       if (ShouldStop()) return StopReason().first;
       ReportProgress(v1::FETCHING_INPUTS, static_cast<double>(i) / inputs.size(),
@@ -259,7 +265,8 @@ class LeasedJob {
 
   engine::QuantizeOptions QuantizeOptionsForJob() const {
     return ToQuantizeOptions(job_.spec(), model_path_.string(), calib_path_.string(),
-                             eval_path_.string(), options_.device, (dir_ / "artifacts").string());
+                             eval_path_.string(), train_path_.string(), options_.device,
+                             (dir_ / "artifacts").string());
   }
 
   absl::Status CheckEval() {
@@ -268,7 +275,14 @@ class LeasedJob {
     return engine::CheckEvalData(QuantizeOptionsForJob());
   }
 
-  // Quantization after the search: calibration, PTQ, evaluation, model_quantized.pt and
+  // QAT's training data: labelled, accepted by the model, labels within its classes.
+  absl::Status CheckTrain() {
+    if (job_.spec().finetune() != v1::QAT) return absl::OkStatus();
+    ReportProgress(v1::ANALYZING, 0, "checking the training data");
+    return engine::CheckTrainData(QuantizeOptionsForJob());
+  }
+
+  // Quantization after the search: calibration, PTQ or QAT, evaluation, model_quantized.pt and
   // encodings.json (added to `files`).
   absl::Status Quantize(nlohmann::json& report, std::vector<std::string>& files) {
     auto on_progress = [this](engine::Stage stage, double fraction, const std::string& message) {
@@ -406,6 +420,7 @@ class LeasedJob {
   const fs::path model_path_;  // Downloaded model.
   const fs::path calib_path_;  // Downloaded calibration data.
   const fs::path eval_path_;   // Downloaded eval data; empty without.
+  const fs::path train_path_;  // Downloaded training data (QAT); empty without.
 
   const absl::Time started_ = absl::Now();
   absl::Time deadline_ = absl::InfiniteFuture();  // The job's or the worker's time limit.

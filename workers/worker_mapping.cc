@@ -75,16 +75,22 @@ engine::SearchOptions ToSearchOptions(const v1::JobSpec& spec, const std::string
 
 engine::QuantizeOptions ToQuantizeOptions(const v1::JobSpec& spec, const std::string& model_path,
                                           const std::string& calib_path,
-                                          const std::string& eval_path, const std::string& device,
+                                          const std::string& eval_path,
+                                          const std::string& train_path, const std::string& device,
                                           const std::string& out_dir) {
   engine::QuantizeOptions options;
   options.model_path = model_path;
   options.calib_path = calib_path;
   options.eval_path = eval_path;
-  options.finetune = spec.finetune() == v1::NONE ? "none" : "ptq";
+  options.train_path = train_path;
+  options.finetune = spec.finetune() == v1::NONE  ? "none"
+                     : spec.finetune() == v1::QAT ? "qat"
+                                                  : "ptq";
   if (spec.act_bits() != 0) options.act_bits = spec.act_bits();
   if (spec.calib_samples() > 0) options.calib_samples = spec.calib_samples();
   if (spec.iters() > 0) options.iters = spec.iters();
+  if (spec.epochs() > 0) options.epochs = spec.epochs();
+  if (spec.lr() > 0) options.lr = spec.lr();
   options.seed = spec.seed();
   options.device = device;
   options.out_dir = out_dir;

@@ -21,11 +21,13 @@ namespace ompq::worker {
 engine::SearchOptions ToSearchOptions(const v1::JobSpec& spec, const std::string& model_path,
                                       const std::string& calib_path, const std::string& device);
 
-/// The engine's quantization options for `spec` (finetune unspecified -> ptq; QAT is
-/// refused by the server before a job is stored). `eval_path` is empty without eval data.
+/// The engine's quantization options for `spec` (finetune unspecified -> ptq; epochs and
+/// lr 0 -> the engine's defaults). `eval_path` / `train_path` are empty without eval /
+/// training data.
 engine::QuantizeOptions ToQuantizeOptions(const v1::JobSpec& spec, const std::string& model_path,
                                           const std::string& calib_path,
-                                          const std::string& eval_path, const std::string& device,
+                                          const std::string& eval_path,
+                                          const std::string& train_path, const std::string& device,
                                           const std::string& out_dir);
 
 /// JobResult (sizes, objective, LP bound, per-layer bits, accuracy) from a report.json
@@ -44,7 +46,7 @@ class JobProgress {
   /// The stages a search-only run goes through: fetch, analyze, orthogonality, solve, export.
   static std::vector<v1::Stage> SearchStages();
   /// The stages the job `spec` goes through: the search's, then calibrating, finetuning
-  /// (PTQ), evaluating (with eval data) and exporting.
+  /// (PTQ or QAT), evaluating (with eval data) and exporting.
   static std::vector<v1::Stage> StagesFor(const v1::JobSpec& spec);
 
   /// Percent (0..100) once `stage` is `fraction` (0..1) done. A stage not in the plan

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # End-to-end test of the embedded default: a real ompq-server (which supervises its own
 # ompq-worker) on a free loopback port, driven by ompqctl the way users and CI do:
-# quantize with progress, download and summary; submit/wait/download in JSON; bad inputs
-# with their exit codes and reasons; and a SIGTERM drain that exits 0. Then a server
-# with no local workers, where jobs stay queued until a remote ompq-worker connects:
-# wait --timeout (exit 3), Ctrl-C while watching (exit 130), cancel, the remote worker.
+# quantize with progress, download and summary (PTQ and QAT); submit/wait/download in
+# JSON; bad inputs with their exit codes and reasons; and a SIGTERM drain that exits 0.
+# Then a server with no local workers, where jobs stay queued until a remote ompq-worker
+# connects: wait --timeout (exit 3), Ctrl-C while watching (exit 130), cancel, the remote
+# worker.
 #
 # Usage: quantize_e2e_test.sh BIN_DIR   (ctest passes the build's bin/)
 set -euo pipefail
@@ -132,6 +133,28 @@ done
 grep -q "^\[RUNNING\]" "$WORK/quantize.err" || fail "quantize: no progress lines on stderr"
 if grep -q $'\r' "$WORK/quantize.err"; then fail "quantize: carriage returns off a TTY"; fi
 pass "quantize: exit 0, artifacts and summary"
+
+# QAT: trains on labelled data (the eval file, labelled by the float model) with the
+# step sizes learned; the same artifacts, the report says what training did.
+run_ctl 0 quantize_qat quantize model.pt --calib calib.pt --size "$BUDGET" --eval eval.pt \
+  --finetune qat --train eval.pt --epochs 1 --lr 0.001 --out "$WORK/qat"
+"$PY" "$HERE/check_artifacts.py" "$WORK/qat" "$BUDGET" || fail "qat: bad artifacts"
+[[ $(json_get "$WORK/qat/report.json" 'd["quantization"]["finetune"]') == qat ]] ||
+  fail "qat: report.json quantization.finetune is not qat"
+[[ $(json_get "$WORK/qat/report.json" 'd["quantization"]["qat"]["epochs"]') == 1 ]] ||
+  fail "qat: report.json quantization.qat.epochs is not 1"
+[[ $(json_get "$WORK/qat/report.json" 'd["quantization"]["qat"]["steps"] >= 1') == True ]] ||
+  fail "qat: no training steps reported"
+"$PY" "$HERE/../engine/check_quantized_model.py" "$WORK/qat" eval.pt >"$WORK/pycheck_qat.out" 2>&1 ||
+  { cat "$WORK/pycheck_qat.out" >&2; fail "qat: model_quantized.pt disagrees with the report"; }
+grep -q "FINETUNING" "$WORK/quantize_qat.err" || fail "qat: no FINETUNING progress"
+pass "quantize --finetune qat: exit 0, artifacts, report"
+
+# QAT without --train is refused at submit (exit 2) with the reason.
+run_ctl 2 qat_no_train quantize model.pt --calib calib.pt --size "$BUDGET" --finetune qat \
+  --out "$WORK/bad"
+grep -q -- "pass --train FILE" "$WORK/qat_no_train.err" || fail "qat without --train: no reason"
+pass "quantize --finetune qat without --train: exit 2 with the reason"
 
 run_ctl 0 upload upload model.pt
 grep -q "already on the server" "$WORK/upload.out" || fail "upload: model was sent again"

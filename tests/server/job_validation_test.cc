@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <limits>
 #include <string>
 
 #include "absl/strings/match.h"
@@ -49,6 +50,19 @@ TEST(JobValidationTest, KeepsGivenValues) {
   EXPECT_EQ(spec.search_samples(), 2);
 }
 
+TEST(JobValidationTest, QatWithTrainingDataIsAccepted) {
+  v1::JobSpec spec = ValidSpec();
+  spec.set_finetune(v1::QAT);
+  spec.set_train_digest(DigestOf("train"));
+  spec.set_epochs(3);
+  spec.set_lr(1e-3);
+  absl::Status status = ValidateAndFillSpec(&spec);
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_EQ(spec.finetune(), v1::QAT);
+  EXPECT_EQ(spec.epochs(), 3);
+  EXPECT_EQ(spec.lr(), 1e-3);
+}
+
 struct BadSpecCase {
   std::string name;
   std::function<void(v1::JobSpec&)> spoil;
@@ -68,7 +82,6 @@ TEST_P(BadSpecTest, IsRefusedNamingTheField) {
 }
 
 const absl::StatusCode kInvalid = absl::StatusCode::kInvalidArgument;
-const absl::StatusCode kUnimplemented = absl::StatusCode::kUnimplemented;
 
 INSTANTIATE_TEST_SUITE_P(
     Fields, BadSpecTest,
@@ -137,10 +150,37 @@ INSTANTIATE_TEST_SUITE_P(
         BadSpecCase{"UnknownFinetune",
                     [](v1::JobSpec& s) { s.set_finetune(static_cast<v1::FinetuneMode>(42)); },
                     kInvalid, "spec.finetune"},
-        BadSpecCase{"Qat", [](v1::JobSpec& s) { s.set_finetune(v1::QAT); }, kUnimplemented,
-                    "finetune 'qat' is not available"},
-        BadSpecCase{"TrainData", [](v1::JobSpec& s) { s.set_train_digest(DigestOf("train")); },
-                    kUnimplemented, "spec.train_digest"}),
+        BadSpecCase{"QatWithoutTrainData", [](v1::JobSpec& s) { s.set_finetune(v1::QAT); },
+                    kInvalid, "--finetune qat trains on labelled data: pass --train FILE"},
+        BadSpecCase{"TrainDataWithoutQat",
+                    [](v1::JobSpec& s) { s.set_train_digest(DigestOf("train")); }, kInvalid,
+                    "training data is only used by --finetune qat"},
+        BadSpecCase{"TrainDataWithNone",
+                    [](v1::JobSpec& s) {
+                      s.set_finetune(v1::NONE);
+                      s.set_train_digest(DigestOf("train"));
+                    },
+                    kInvalid, "spec.train_digest"},
+        BadSpecCase{"QatBadTrainDigest",
+                    [](v1::JobSpec& s) {
+                      s.set_finetune(v1::QAT);
+                      s.set_train_digest("sha256:nothex");
+                    },
+                    kInvalid, "spec.train_digest"},
+        BadSpecCase{"QatNegativeEpochs",
+                    [](v1::JobSpec& s) {
+                      s.set_finetune(v1::QAT);
+                      s.set_train_digest(DigestOf("train"));
+                      s.set_epochs(-1);
+                    },
+                    kInvalid, "spec.epochs"},
+        BadSpecCase{"QatLrInf",
+                    [](v1::JobSpec& s) {
+                      s.set_finetune(v1::QAT);
+                      s.set_train_digest(DigestOf("train"));
+                      s.set_lr(std::numeric_limits<double>::infinity());
+                    },
+                    kInvalid, "spec.lr"}),
     [](const ::testing::TestParamInfo<BadSpecCase>& info) { return info.param.name; });
 
 TEST(JobValidationTest, RequestIdIsBounded) {

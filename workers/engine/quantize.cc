@@ -5,6 +5,8 @@
 #include <torch/csrc/jit/ir/ir.h>
 #include <torch/csrc/jit/passes/inliner.h>
 #include <torch/library.h>
+#include <torch/nn/functional/loss.h>
+#include <torch/optim/adam.h>
 #include <torch/script.h>
 
 #include <algorithm>
@@ -17,6 +19,7 @@
 #include <unordered_map>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
@@ -25,6 +28,7 @@
 #include "workers/engine/adaround.h"
 #include "workers/engine/encodings.h"
 #include "workers/engine/graph_layers.h"
+#include "workers/engine/qat.h"
 #include "workers/engine/quantizer.h"
 #include "workers/engine/tensor_io.h"
 #include "workers/engine/torchscript_model.h"
@@ -37,6 +41,7 @@ using torch::jit::Node;
 using torch::jit::Value;
 
 constexpr char kProbeOp[] = "ompq::act_probe";
+constexpr char kWeightProbeOp[] = "ompq::weight_probe";
 constexpr char kModelFile[] = "model_quantized.pt";
 constexpr char kEncodingsFile[] = "encodings.json";
 // Samples per forward pass while capturing inputs and evaluating: bounds the memory of
@@ -101,10 +106,38 @@ class ProbeSession {
         TORCH_CHECK(false, "ompq: input captured");
       }
     }
+    if (!learned_act_.empty() && learned_act_[site] != nullptr && x.is_floating_point()) {
+      return learned_act_[site]->Apply(x);
+    }
     const std::optional<ActQuant>& q = act_[site];
     if (!q.has_value() || !x.is_floating_point()) return x;
     return at::fake_quantize_per_tensor_affine(x, q->scale, q->zero_point,
                                                q->params.quant_min(), q->params.quant_max());
+  }
+
+  // The weight of the layer at `site` as the forward pass uses it: fake-quantized by the
+  // learned quantizer during QAT, as stored otherwise (the installed weight is already on
+  // its grid).
+  at::Tensor OnWeight(int64_t site, const at::Tensor& w) {
+    absl::MutexLock lock(&mutex_);
+    if (site < 0 || site >= static_cast<int64_t>(learned_weight_.size()) ||
+        learned_weight_[site] == nullptr) {
+      return w;
+    }
+    return learned_weight_[site]->Apply(w);
+  }
+
+  // QAT: learned quantizers per site (null: none) replace the fixed activation quantizers
+  // and quantize the weights until ClearLearned. The caller keeps them alive until then.
+  void SetLearned(std::vector<const LsqQuantizer*> act, std::vector<const LsqQuantizer*> weight) {
+    absl::MutexLock lock(&mutex_);
+    learned_act_ = std::move(act);
+    learned_weight_ = std::move(weight);
+  }
+  void ClearLearned() {
+    absl::MutexLock lock(&mutex_);
+    learned_act_.clear();
+    learned_weight_.clear();
   }
 
   void SetActivation(int site, std::optional<ActQuant> q) {
@@ -136,6 +169,8 @@ class ProbeSession {
  private:
   mutable absl::Mutex mutex_;
   std::vector<std::optional<ActQuant>> act_ ABSL_GUARDED_BY(mutex_);
+  std::vector<const LsqQuantizer*> learned_act_ ABSL_GUARDED_BY(mutex_);
+  std::vector<const LsqQuantizer*> learned_weight_ ABSL_GUARDED_BY(mutex_);
   int capture_site_ ABSL_GUARDED_BY(mutex_) = -1;
   bool stop_after_capture_ ABSL_GUARDED_BY(mutex_) = false;
   bool stopped_ ABSL_GUARDED_BY(mutex_) = false;
@@ -160,8 +195,21 @@ at::Tensor ProbeOp(const at::Tensor& x, int64_t session, int64_t site) {
   return probe != nullptr ? probe->OnProbe(site, x) : x;
 }
 
+at::Tensor WeightProbeOp(const at::Tensor& w, int64_t session, int64_t site) {
+  ProbeSession* probe = nullptr;
+  {
+    absl::MutexLock lock(&probe_registry_mutex);
+    auto it = ProbeRegistry().find(session);
+    if (it != ProbeRegistry().end()) probe = it->second;
+  }
+  return probe != nullptr ? probe->OnWeight(site, w) : w;
+}
+
+// Kernels given to def() without a dispatch key are CompositeImplicitAutograd: autograd
+// records the ops they call, so QAT's gradients flow through both probes.
 TORCH_LIBRARY_FRAGMENT(ompq, m) {
   m.def("act_probe(Tensor x, int session, int site) -> Tensor", ProbeOp);
+  m.def("weight_probe(Tensor w, int session, int site) -> Tensor", WeightProbeOp);
 }
 
 // A model whose forward graph (inlined) carries a probe at every layer call site.
@@ -191,6 +239,7 @@ class ProbedModel {
           model->sites_ = FindLayerSites(*model->graph_, model->module_);
           torch::jit::Graph& graph = *model->graph_;
           const c10::Symbol probe = c10::Symbol::fromQualString(kProbeOp);
+          const c10::Symbol weight_probe = c10::Symbol::fromQualString(kWeightProbeOp);
           for (size_t i = 0; i < model->sites_.size(); ++i) {
             Node* node = model->sites_[i].node;
             torch::jit::WithInsertPoint insert_point(node);
@@ -199,6 +248,11 @@ class ProbedModel {
             Node* call = graph.insertNode(graph.create(probe, {node->input(0), session, site}, 1));
             call->output()->setType(node->input(0)->type());
             node->replaceInput(0, call->output());
+            // Input 1 of every layer op (conv*, _convolution, linear) is its weight.
+            Node* weight = graph.insertNode(
+                graph.create(weight_probe, {node->input(1), session, site}, 1));
+            weight->output()->setType(node->input(1)->type());
+            node->replaceInput(1, weight->output());
           }
           graph.lint();
           model->function_ = std::make_unique<torch::jit::GraphFunction>(
@@ -519,26 +573,225 @@ absl::StatusOr<double> TopOne(ProbedModel& model, const torch::Tensor& inputs,
   return static_cast<double>(correct) / std::max<int64_t>(1, inputs.size(0));
 }
 
-absl::StatusOr<CalibrationData> LoadEvalData(const std::string& path) {
+// Labelled data (`what`: "eval" or "train"): inputs with one integer label each.
+absl::StatusOr<CalibrationData> LoadLabelledData(const std::string& path, const std::string& what) {
   ASSIGN_OR_RETURN(CalibrationData data, LoadCalibrationFile(path));
   if (!data.labels.has_value()) {
     return JobFailure(absl::StatusCode::kInvalidArgument, reason::kInvalidInput,
-                      "the eval data has no labels: save a dict {'inputs': X, 'labels': y} "
-                      "with torch.save, or an .npz with keys inputs and labels");
+                      absl::StrCat("the ", what, " data has no labels: save a dict {'inputs': X, "
+                                   "'labels': y} with torch.save, or an .npz with keys inputs and "
+                                   "labels"));
   }
   torch::Tensor labels = *data.labels;
   if (labels.dim() != 1 || labels.size(0) != data.inputs.size(0) || labels.is_floating_point()) {
     return JobFailure(absl::StatusCode::kInvalidArgument, reason::kInvalidInput,
-                      absl::StrCat("eval labels must be integers, one per input (", 
+                      absl::StrCat(what, " labels must be integers, one per input (",
                                    data.inputs.size(0), "), got shape [",
                                    absl::StrJoin(labels.sizes(), ", "), "]"));
   }
   if (data.inputs.size(0) < 1) {
     return JobFailure(absl::StatusCode::kInvalidArgument, reason::kInvalidInput,
-                      "the eval data holds no samples");
+                      absl::StrCat("the ", what, " data holds no samples"));
+  }
+  if (data.inputs.is_floating_point() && !torch::isfinite(data.inputs).all().item<bool>()) {
+    return JobFailure(absl::StatusCode::kInvalidArgument, reason::kNonFiniteInput,
+                      absl::StrCat("the ", what, " inputs contain NaN or Inf values"));
   }
   data.labels = labels.to(torch::kLong);
   return data;
+}
+
+// Labelled data against the model: a forward pass of two samples must give [2, classes]
+// and every label must lie in [0, classes).
+absl::Status CheckLabelledAgainst(ProbedModel& model, const CalibrationData& data,
+                                  const std::string& what) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor sample = data.inputs.narrow(0, 0, std::min<int64_t>(2, data.inputs.size(0)));
+  absl::StatusOr<c10::IValue> output = model.Forward(sample);
+  if (!output.ok()) {
+    return JobFailure(absl::StatusCode::kInvalidArgument, reason::kInputMismatch,
+                      absl::StrCat(what, " data: ", output.status().message()));
+  }
+  if (!output->isTensor() || output->toTensor().dim() != 2 ||
+      output->toTensor().size(0) != sample.size(0)) {
+    return JobFailure(absl::StatusCode::kInvalidArgument, reason::kInvalidInput,
+                      what == "train"
+                          ? "QAT trains with cross-entropy: it needs a model whose output is "
+                            "[N, classes] (class scores)"
+                          : "evaluation needs a model whose output is [N, classes] (class scores)");
+  }
+  const int64_t classes = output->toTensor().size(1);
+  const torch::Tensor& labels = *data.labels;
+  const int64_t low = labels.min().item<int64_t>(), high = labels.max().item<int64_t>();
+  if (low < 0 || high >= classes) {
+    return JobFailure(absl::StatusCode::kInvalidArgument, reason::kInvalidInput,
+                      absl::StrCat(what, " labels range over [", low, ", ", high,
+                                   "] but the model outputs ", classes, " classes"));
+  }
+  return absl::OkStatus();
+}
+
+// The model's class scores for a batch of `count` samples, as float32.
+absl::StatusOr<torch::Tensor> Logits(const c10::IValue& output, int64_t count) {
+  if (!output.isTensor() || output.toTensor().dim() != 2 || output.toTensor().size(0) != count) {
+    return JobFailure(absl::StatusCode::kInvalidArgument, reason::kInvalidInput,
+                      "QAT needs a model whose output is [N, classes]");
+  }
+  return output.toTensor().to(torch::kFloat);
+}
+
+// Mean cross-entropy of the model over labelled data, without gradients.
+absl::StatusOr<double> MeanLoss(ProbedModel& model, const torch::Tensor& inputs,
+                                const torch::Tensor& labels) {
+  torch::NoGradGuard no_grad;
+  namespace F = torch::nn::functional;
+  double total = 0;
+  for (int64_t start = 0; start < inputs.size(0); start += kForwardBatch) {
+    const int64_t count = std::min(kForwardBatch, inputs.size(0) - start);
+    ASSIGN_OR_RETURN(c10::IValue output, model.Forward(inputs.narrow(0, start, count)));
+    ASSIGN_OR_RETURN(torch::Tensor logits, Logits(output, count));
+    total += F::cross_entropy(logits, labels.narrow(0, start, count).to(logits.device()),
+                              F::CrossEntropyFuncOptions().reduction(torch::kSum))
+                 .item<double>();
+  }
+  return total / std::max<int64_t>(1, inputs.size(0));
+}
+
+// QAT: the whole working model trains on the labelled data with cross-entropy and Adam;
+// every quantized layer's (BatchNorm-folded) weight is a latent float tensor fake-quantized
+// in the forward pass, and the weight and activation step sizes are learned (LSQ). Starts
+// from the calibrated quantizers with the float weights (so step 0 is nearest rounding),
+// ends with the weights on their learned grids installed and the learned activation step
+// sizes set: exactly what EVALUATING measures and EXPORTING writes. `progress` gets the
+// fraction of all steps done and is checked before every step.
+absl::StatusOr<nlohmann::json> RunQat(
+    const QuantizeOptions& options, ProbedModel& work, std::vector<QuantLayer>& layers,
+    const CalibrationData& train,
+    const std::function<absl::Status(double, const std::string&)>& progress) {
+  namespace F = torch::nn::functional;
+  const torch::Tensor& inputs = train.inputs;
+  const torch::Tensor& labels = *train.labels;
+  const int64_t n = inputs.size(0);
+  const int64_t batch = std::min(options.qat_batch_size, n);
+  const int64_t steps_per_epoch = (n + batch - 1) / batch;
+  const int64_t total_steps = options.epochs * steps_per_epoch;
+  RETURN_IF_ERROR(progress(0, "QAT: training loss before"));
+  ASSIGN_OR_RETURN(const double loss_before, MeanLoss(work, inputs, labels));
+
+  // Callers hold NoGrad (and may hold InferenceMode): training needs autograd.
+  c10::InferenceMode no_inference(false);
+  torch::AutoGradMode grad_mode(true);
+  // Parameters loaded from a torch.jit.save archive keep requires_grad; only the latent
+  // weights and the step sizes learn here.
+  std::vector<torch::Tensor> frozen;
+  for (const torch::Tensor& p : work.module().parameters()) {
+    if (p.requires_grad()) {
+      frozen.push_back(p);
+      p.requires_grad_(false);
+    }
+  }
+  absl::Cleanup unfreeze = [&] {
+    for (const torch::Tensor& p : frozen) p.requires_grad_(true);
+  };
+
+  std::vector<LsqQuantizer> weight_q, act_q;
+  weight_q.reserve(layers.size());
+  act_q.reserve(work.sites().size());
+  std::vector<const LsqQuantizer*> weight_at(work.sites().size(), nullptr);
+  std::vector<const LsqQuantizer*> act_at(work.sites().size(), nullptr);
+  std::vector<int> act_site;  // The site of each act_q entry.
+  std::vector<torch::Tensor> parameters;
+  for (QuantLayer& layer : layers) {
+    InstallWeight(layer, layer.fp_weight);  // The latent weight starts at the float one.
+    layer.weight.requires_grad_(true);
+    parameters.push_back(layer.weight);
+    ASSIGN_OR_RETURN(LsqQuantizer q, LsqQuantizer::From(layer.weight_params, layer.weight.device()));
+    weight_q.push_back(std::move(q));
+    parameters.push_back(weight_q.back().scale());
+    for (int site : layer.sites) {
+      weight_at[site] = &weight_q.back();
+      std::optional<ActQuant> act = work.session().activation(site);
+      if (!act.has_value()) continue;
+      ASSIGN_OR_RETURN(LsqQuantizer a, LsqQuantizer::From(act->params, work.device()));
+      act_q.push_back(std::move(a));
+      act_site.push_back(site);
+      parameters.push_back(act_q.back().scale());
+    }
+  }
+  for (size_t i = 0; i < act_q.size(); ++i) act_at[act_site[i]] = &act_q[i];
+  work.session().SetLearned(act_at, weight_at);
+  absl::Cleanup unlearn = [&] {
+    work.session().ClearLearned();
+    for (QuantLayer& layer : layers) layer.weight.requires_grad_(false);
+  };
+
+  torch::optim::Adam optimizer(parameters, torch::optim::AdamOptions(options.lr));
+  at::Generator generator = at::detail::createCPUGenerator(static_cast<uint64_t>(options.seed));
+  int64_t step = 0;
+  double epoch_loss = 0;
+  for (int64_t epoch = 0; epoch < options.epochs; ++epoch) {
+    const torch::Tensor order = torch::randperm(n, generator, torch::kLong);
+    epoch_loss = 0;
+    for (int64_t start = 0; start < n; start += batch, ++step) {
+      const int64_t count = std::min(batch, n - start);
+      RETURN_IF_ERROR(progress(
+          static_cast<double>(step) / total_steps,
+          absl::StrCat("QAT epoch ", epoch + 1, " of ", options.epochs, ", step ",
+                       step - epoch * steps_per_epoch + 1, " of ", steps_per_epoch)));
+      const torch::Tensor index = order.narrow(0, start, count);
+      ASSIGN_OR_RETURN(c10::IValue output, work.Forward(inputs.index_select(0, index)));
+      ASSIGN_OR_RETURN(torch::Tensor logits, Logits(output, count));
+      torch::Tensor loss = F::cross_entropy(logits, labels.index_select(0, index).to(logits.device()));
+      const double value = loss.item<double>();
+      if (!std::isfinite(value)) {
+        return JobFailure(absl::StatusCode::kInvalidArgument, reason::kInvalidInput,
+                          absl::StrCat("QAT diverged at step ", step + 1,
+                                       " (the training loss is not finite); lower --lr (was ",
+                                       options.lr, ")"));
+      }
+      epoch_loss += value * count;
+      RETURN_IF_ERROR(CallTorch(absl::StatusCode::kInternal, reason::kInternal,
+                                "QAT step failed", [&] {
+                                  optimizer.zero_grad();
+                                  loss.backward();
+                                  optimizer.step();
+                                }));
+      for (LsqQuantizer& q : weight_q) q.ClampScale();
+      for (LsqQuantizer& q : act_q) q.ClampScale();
+    }
+  }
+  RETURN_IF_ERROR(progress(1, "QAT: putting the weights on their learned grids"));
+
+  // The learned quantizers become fixed ones: weights on their grids, activations with
+  // the learned step sizes.
+  std::move(unlearn).Invoke();
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    QuantLayer& layer = layers[i];
+    layer.weight_params = weight_q[i].Params();
+    ASSIGN_OR_RETURN(layer.codes, Quantize(layer.weight.detach(), layer.weight_params));
+    ASSIGN_OR_RETURN(torch::Tensor dequantized,
+                     Dequantize(layer.codes, layer.weight_params, layer.weight.scalar_type()));
+    InstallWeight(layer, dequantized.to(layer.weight.device()));
+    layer.method = "qat (lsq)";
+  }
+  for (size_t i = 0; i < act_q.size(); ++i) {
+    QuantParams params = act_q[i].Params();
+    const double scale = params.scale[0].item<double>();
+    const int64_t zero_point = params.zero_point[0].item<int64_t>();
+    work.session().SetActivation(act_site[i], ActQuant{std::move(params), scale, zero_point});
+  }
+  ASSIGN_OR_RETURN(const double loss_after, MeanLoss(work, inputs, labels));
+  return nlohmann::json{{"epochs", options.epochs},
+                        {"lr", options.lr},
+                        {"batch_size", batch},
+                        {"samples", n},
+                        {"steps", total_steps},
+                        {"optimizer", "adam"},
+                        {"step_sizes", "learned (LSQ), zero points as calibrated"},
+                        {"train_loss_before", loss_before},
+                        {"train_loss_last_epoch", epoch_loss / n},
+                        {"train_loss_after", loss_after}};
 }
 
 }  // namespace
@@ -547,41 +800,44 @@ absl::Status CheckEvalData(const QuantizeOptions& options) {
   if (options.eval_path.empty()) return absl::OkStatus();
   InitTorchThreads();
   torch::NoGradGuard no_grad;
-  ASSIGN_OR_RETURN(CalibrationData eval, LoadEvalData(options.eval_path));
+  ASSIGN_OR_RETURN(CalibrationData eval, LoadLabelledData(options.eval_path, "eval"));
   ASSIGN_OR_RETURN(LoadedModel loaded, LoadTorchScriptModel(options.model_path, options.device));
   ASSIGN_OR_RETURN(std::unique_ptr<ProbedModel> model, ProbedModel::Create(std::move(loaded)));
-  const torch::Tensor sample = eval.inputs.narrow(0, 0, std::min<int64_t>(2, eval.inputs.size(0)));
-  absl::StatusOr<c10::IValue> output = model->Forward(sample);
-  if (!output.ok()) {
-    return JobFailure(absl::StatusCode::kInvalidArgument, reason::kInputMismatch,
-                      absl::StrCat("eval data: ", output.status().message()));
-  }
-  if (!output->isTensor() || output->toTensor().dim() != 2 ||
-      output->toTensor().size(0) != sample.size(0)) {
+  return CheckLabelledAgainst(*model, eval, "eval");
+}
+
+absl::Status CheckTrainData(const QuantizeOptions& options) {
+  if (options.finetune != "qat") return absl::OkStatus();
+  if (options.train_path.empty()) {
     return JobFailure(absl::StatusCode::kInvalidArgument, reason::kInvalidInput,
-                      "evaluation needs a model whose output is [N, classes] (class scores)");
+                      "--finetune qat trains on labelled data: pass --train FILE");
   }
-  const int64_t classes = output->toTensor().size(1);
-  const torch::Tensor& labels = *eval.labels;
-  const int64_t low = labels.min().item<int64_t>(), high = labels.max().item<int64_t>();
-  if (low < 0 || high >= classes) {
-    return JobFailure(absl::StatusCode::kInvalidArgument, reason::kInvalidInput,
-                      absl::StrCat("eval labels range over [", low, ", ", high,
-                                   "] but the model outputs ", classes, " classes"));
-  }
-  return absl::OkStatus();
+  InitTorchThreads();
+  torch::NoGradGuard no_grad;
+  ASSIGN_OR_RETURN(CalibrationData train, LoadLabelledData(options.train_path, "train"));
+  ASSIGN_OR_RETURN(LoadedModel loaded, LoadTorchScriptModel(options.model_path, options.device));
+  ASSIGN_OR_RETURN(std::unique_ptr<ProbedModel> model, ProbedModel::Create(std::move(loaded)));
+  return CheckLabelledAgainst(*model, train, "train");
 }
 
 absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& options,
                                                          nlohmann::json& report,
                                                          const ProgressFn& progress) {
-  if (options.finetune != "none" && options.finetune != "ptq") {
+  const bool qat = options.finetune == "qat";
+  if (options.finetune != "none" && options.finetune != "ptq" && !qat) {
     return absl::InvalidArgumentError(
-        absl::StrCat("finetune '", options.finetune, "' is not one of none, ptq"));
+        absl::StrCat("finetune '", options.finetune, "' is not one of none, ptq, qat"));
   }
   if (options.act_bits < 2 || options.act_bits > 16 || options.calib_samples < 1 ||
-      options.iters < 0) {
-    return absl::InvalidArgumentError("act_bits 2..16, calib_samples >= 1 and iters >= 0");
+      options.iters < 0 || options.epochs < 1 || !(options.lr > 0) || !std::isfinite(options.lr) ||
+      options.qat_batch_size < 1) {
+    return absl::InvalidArgumentError(
+        "act_bits 2..16, calib_samples >= 1, iters >= 0, epochs >= 1, lr > 0 and "
+        "qat_batch_size >= 1");
+  }
+  if (qat && options.train_path.empty()) {
+    return JobFailure(absl::StatusCode::kInvalidArgument, reason::kInvalidInput,
+                      "--finetune qat trains on labelled data: pass --train FILE");
   }
   auto step = [&](Stage stage, double fraction, const std::string& message) -> absl::Status {
     if (progress && !progress(stage, std::clamp(fraction, 0.0, 1.0), message)) return Cancelled();
@@ -609,8 +865,15 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
   ASSIGN_OR_RETURN(std::vector<QuantLayer> layers, PlanLayers(*work, report));
   std::optional<CalibrationData> eval;
   if (!options.eval_path.empty()) {
-    ASSIGN_OR_RETURN(CalibrationData loaded_eval, LoadEvalData(options.eval_path));
+    ASSIGN_OR_RETURN(CalibrationData loaded_eval, LoadLabelledData(options.eval_path, "eval"));
     eval = std::move(loaded_eval);
+  }
+  // QAT's data is checked against the model before calibration starts.
+  std::optional<CalibrationData> train;
+  if (qat) {
+    ASSIGN_OR_RETURN(CalibrationData loaded_train, LoadLabelledData(options.train_path, "train"));
+    RETURN_IF_ERROR(CheckLabelledAgainst(*fp, loaded_train, "train"));
+    train = std::move(loaded_train);
   }
 
   QuantizerOptions act_options;
@@ -647,6 +910,13 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
     InstallWeight(layer, layer.nearest_weight);
   }
   const double calibrate_seconds = SecondsSince(start);
+  // The calibrated activation quantizers, for the accuracy before finetuning (QAT learns
+  // new step sizes).
+  std::vector<std::optional<ActQuant>> calibrated_act(work->sites().size());
+  for (size_t s = 0; s < calibrated_act.size(); ++s) {
+    calibrated_act[s] = work->session().activation(static_cast<int>(s));
+  }
+  nlohmann::json qat_report;
 
   // --- FINETUNING: AdaRound per layer, in execution order, on quantized inputs.
   const Clock::time_point finetune_start = Clock::now();
@@ -717,6 +987,12 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
       InstallWeight(layer, result->weight.to(layer.weight.scalar_type()));
     }
     RETURN_IF_ERROR(step(Stage::kFinetuning, 1, "reconstruction done"));
+  } else if (qat) {
+    ASSIGN_OR_RETURN(qat_report,
+                     RunQat(options, *work, layers, *train,
+                            [&](double fraction, const std::string& message) {
+                              return step(Stage::kFinetuning, fraction, message);
+                            }));
   }
   const double finetune_seconds = SecondsSince(finetune_start);
 
@@ -743,8 +1019,16 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
         finetuned.push_back(layer.weight.detach().clone());
         InstallWeight(layer, layer.nearest_weight);
       }
+      std::vector<std::optional<ActQuant>> finetuned_act(calibrated_act.size());
+      for (size_t s = 0; s < calibrated_act.size(); ++s) {
+        finetuned_act[s] = work->session().activation(static_cast<int>(s));
+        work->session().SetActivation(static_cast<int>(s), calibrated_act[s]);
+      }
       ASSIGN_OR_RETURN(double before, TopOne(*work, eval->inputs, labels));
       for (size_t i = 0; i < layers.size(); ++i) InstallWeight(layers[i], finetuned[i]);
+      for (size_t s = 0; s < finetuned_act.size(); ++s) {
+        work->session().SetActivation(static_cast<int>(s), finetuned_act[s]);
+      }
       accuracy["quantized_before_finetune"] = before;
       accuracy["quantized"] = after;
     }
@@ -832,6 +1116,7 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
                             {"weights", "per output channel, asymmetric, MSE (p=2.4) clipping"},
                             {"activations", "per tensor, asymmetric, at every layer's input"},
                             {"layers", per_layer}};
+  if (qat) report["quantization"]["qat"] = qat_report;
   nlohmann::json& timings = report["timings_seconds"];
   if (!timings.is_object()) timings = nlohmann::json::object();
   timings["calibrate"] = calibrate_seconds;

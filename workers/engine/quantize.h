@@ -8,6 +8,8 @@
 //                the inputs the already-quantized layers before it produce.
 //   FINETUNING   (ptq) layer by layer, AdaRound learns the rounding that makes the layer's
 //                output on its quantized inputs match the float model's output.
+//                (qat) the whole model trains on labelled data (cross-entropy, Adam) with
+//                weights and activations fake-quantized, step sizes learned (LSQ, qat.h).
 //   EVALUATING   (with eval data) top-1 of the float model, of the calibrated model with
 //                nearest rounding, and of the finetuned one.
 //   EXPORTING    model_quantized.pt: the model with its weights replaced by the quantized
@@ -26,6 +28,7 @@
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
+#include "workers/engine/qat.h"
 #include "workers/engine/search.h"
 
 namespace ompq::engine {
@@ -37,10 +40,14 @@ struct QuantizeOptions {
   std::string model_path;  // The TorchScript archive the search ran on.
   std::string calib_path;  // Calibration inputs (labels, if any, are ignored).
   std::string eval_path;   // Labelled eval data, or empty for no evaluation.
-  std::string finetune = "ptq";  // "none" (nearest rounding) or "ptq".
+  std::string train_path;  // Labelled training data (QAT only).
+  std::string finetune = "ptq";  // "none" (nearest rounding), "ptq" or "qat".
   int act_bits = 8;
   int calib_samples = 1024;       // Calibration inputs used (the first ones).
   int64_t iters = kDefaultPtqIters;  // AdaRound steps per layer.
+  int64_t epochs = kDefaultQatEpochs;       // QAT passes over the training data.
+  double lr = kDefaultQatLr;                // QAT learning rate (Adam).
+  int64_t qat_batch_size = kQatBatchSize;   // QAT samples per step.
   int64_t seed = 0;
   std::string device = "cpu";
   // Bound on the inputs and targets held for one layer's reconstruction; fewer samples
@@ -54,10 +61,15 @@ struct QuantizeOptions {
 /// INPUT_MISMATCH with the reason otherwise.
 absl::Status CheckEvalData(const QuantizeOptions& options);
 
+/// The same checks for the QAT training data (options.train_path), which must be present
+/// when options.finetune is "qat"; OK without it otherwise.
+absl::Status CheckTrainData(const QuantizeOptions& options);
+
 /// Quantizes with the bits of `report["layers"]` (the search's report), finetunes,
 /// evaluates, writes model_quantized.pt and encodings.json into options.out_dir, and adds
-/// to `report`: "quantization" (per-layer reconstruction errors), "accuracy" (with eval
-/// data) and timings "finetune", "evaluate", "export". Returns the file names written.
+/// to `report`: "quantization" (per-layer reconstruction errors; with QAT, "qat": epochs,
+/// lr, steps, training loss before and after), "accuracy" (with eval data) and timings
+/// "finetune", "evaluate", "export". Returns the file names written.
 /// CANCELLED when `progress` returns false.
 absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& options,
                                                          nlohmann::json& report,
