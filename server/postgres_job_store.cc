@@ -67,6 +67,41 @@ ALTER TABLE jobs DROP CONSTRAINT jobs_request_id_key;
 ALTER TABLE jobs ADD CONSTRAINT jobs_tenant_request_id_key UNIQUE (tenant, request_id);
 CREATE INDEX jobs_by_tenant ON jobs (tenant, seq);
 )sql",
+    // 3: jobs per state, kept by a trigger (as SQLite's schema 3): CreateJob checks the
+    // queue limit and the metrics read the gauges without a COUNT(*) over every queued
+    // row, which held the create lock for milliseconds once the queue was long. Writers of
+    // an older server are held off (the table lock) while the counts are seeded.
+    R"sql(
+LOCK TABLE jobs IN SHARE ROW EXCLUSIVE MODE;
+CREATE TABLE job_counts (
+  state INTEGER PRIMARY KEY,
+  n BIGINT NOT NULL
+);
+INSERT INTO job_counts (state, n) SELECT state, COUNT(*) FROM jobs GROUP BY state;
+CREATE FUNCTION job_counts_track() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  old_state INTEGER;
+  new_state INTEGER;
+BEGIN
+  IF TG_OP <> 'INSERT' THEN old_state := OLD.state; END IF;
+  IF TG_OP <> 'DELETE' THEN new_state := NEW.state; END IF;
+  IF old_state IS NOT DISTINCT FROM new_state THEN RETURN NULL; END IF;
+  -- Every write changes one job, and its counters are locked in state order: two
+  -- transitions in opposite directions (QUEUED->RUNNING, RUNNING->QUEUED) cannot deadlock.
+  PERFORM 1 FROM job_counts WHERE state IN (old_state, new_state) ORDER BY state FOR UPDATE;
+  IF old_state IS NOT NULL THEN
+    UPDATE job_counts SET n = n - 1 WHERE state = old_state;
+  END IF;
+  IF new_state IS NOT NULL THEN
+    INSERT INTO job_counts (state, n) VALUES (new_state, 1)
+      ON CONFLICT (state) DO UPDATE SET n = job_counts.n + 1;
+  END IF;
+  RETURN NULL;
+END
+$$;
+CREATE TRIGGER job_counts_track AFTER INSERT OR DELETE OR UPDATE OF state ON jobs
+  FOR EACH ROW EXECUTE FUNCTION job_counts_track();
+)sql",
 };
 constexpr int kLatestVersion = static_cast<int>(std::size(kMigrations));
 
@@ -419,9 +454,11 @@ absl::StatusOr<CreateResult> PostgresJobStore::Create(const JobRecord& record, i
         return absl::OkStatus();
       }
     }
-    const int64_t queued = txn.exec_params1("SELECT COUNT(*) FROM jobs WHERE state = $1",
-                                            static_cast<int>(v1::QUEUED))[0]
-                               .as<int64_t>();
+    // The trigger-kept count (schema 3): creates are serialised by the lock above, so no
+    // other create can slip in between this read and the insert.
+    const pqxx::result counted = txn.exec_params(
+        "SELECT n FROM job_counts WHERE state = $1", static_cast<int>(v1::QUEUED));
+    const int64_t queued = counted.empty() ? 0 : counted[0][0].as<int64_t>();
     if (queued >= max_queued) {
       return absl::ResourceExhaustedError(
           absl::StrCat("the job queue is full (", queued,
@@ -580,7 +617,7 @@ absl::StatusOr<std::map<v1::JobState, int64_t>> PostgresJobStore::CountByState()
   std::map<v1::JobState, int64_t> counts;
   RETURN_IF_ERROR(Run("count", [&](Connection& c) -> absl::Status {
     pqxx::nontransaction txn(c.conn);
-    for (const pqxx::row& row : txn.exec("SELECT state, COUNT(*) FROM jobs GROUP BY state")) {
+    for (const pqxx::row& row : txn.exec("SELECT state, n FROM job_counts WHERE n > 0")) {
       counts[static_cast<v1::JobState>(row[0].as<int>())] = row[1].as<int64_t>();
     }
     return absl::OkStatus();

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -370,6 +371,83 @@ TEST_P(JobStoreTest, CountByStateCountsEachState) {
   EXPECT_EQ(counts->size(), 2u);
   EXPECT_EQ((*counts)[v1::QUEUED], 2);
   EXPECT_EQ((*counts)[v1::RUNNING], 1);
+}
+
+// Two stores on one database (two servers) create at once against a queue limit: exactly
+// the limit is created, every other create is RESOURCE_EXHAUSTED. Then both claim and
+// finish jobs at once, and the per-state counts (kept by triggers in both stores) still
+// match the jobs' states one by one.
+TEST_P(JobStoreTest, ConcurrentCreatesKeepTheQueueLimitAndTheCounts) {
+  std::unique_ptr<JobStore> other = GetParam().open(location_);
+  ASSERT_NE(other, nullptr);
+  JobStore* stores[2] = {store_.get(), other.get()};
+  constexpr int kLimit = 25;
+  constexpr int kThreads = 8;
+  constexpr int kCreatesPerThread = 10;
+  std::atomic<int> created{0};
+  std::atomic<int> refused{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kCreatesPerThread; ++i) {
+        auto result = stores[(t + i) % 2]->Create(NewJob(t * kCreatesPerThread + i), kLimit);
+        if (result.ok()) {
+          EXPECT_TRUE(result->created);
+          ++created;
+        } else {
+          EXPECT_EQ(result.status().code(), absl::StatusCode::kResourceExhausted)
+              << result.status();
+          ++refused;
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) {
+    thread.join();
+  }
+  threads.clear();
+  EXPECT_EQ(created.load(), kLimit);
+  EXPECT_EQ(refused.load(), kThreads * kCreatesPerThread - kLimit);
+
+  // Claims (QUEUED -> RUNNING) and finishes (RUNNING -> SUCCEEDED) from both stores.
+  std::atomic<int> finished{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 4; ++i) {
+        auto claimed = stores[t % 2]->ClaimOldestQueued(
+            [](JobRecord& r) { r.job.set_state(v1::RUNNING); });
+        ASSERT_TRUE(claimed.ok()) << claimed.status();
+        if (!claimed->has_value() || i % 2 == 1) continue;  // Every other one keeps running.
+        JobRecord record = **claimed;
+        record.job.set_state(v1::SUCCEEDED);
+        auto done = stores[(t + 1) % 2]->Update(record);
+        ASSERT_TRUE(done.ok()) << done.status();
+        ++finished;
+      }
+    });
+  }
+  for (auto& thread : threads) {
+    thread.join();
+  }
+  std::map<v1::JobState, int64_t> expected;
+  for (int n = 0; n < kThreads * kCreatesPerThread; ++n) {
+    auto got = store_->Get(absl::StrCat("jobs/test-", n));
+    if (got.ok()) ++expected[got->job.state()];
+  }
+  EXPECT_EQ(expected[v1::SUCCEEDED], finished.load());
+  EXPECT_EQ(expected[v1::RUNNING], 16 - finished.load());
+  EXPECT_EQ(expected[v1::QUEUED], kLimit - 16);
+  for (JobStore* store : stores) {
+    auto counts = store->CountByState();
+    ASSERT_TRUE(counts.ok()) << counts.status();
+    EXPECT_EQ(*counts, expected);
+  }
+  // A job leaving QUEUED made room: creates succeed again, up to the limit.
+  for (int i = 0; i < 16; ++i) {
+    MustCreate(NewJob(1000 + i), kLimit);
+  }
+  EXPECT_EQ(store_->Create(NewJob(2000), kLimit).status().code(),
+            absl::StatusCode::kResourceExhausted);
 }
 
 TEST_P(JobStoreTest, JobsSurviveReopening) {

@@ -181,6 +181,38 @@ TEST_F(PostgresJobStoreTest, SchemaIsVersionedAndANewerOneIsRefused) {
       << refused.status();
 }
 
+// Schema 3 keeps per-state counts with a trigger. A version 2 database (jobs, no counts)
+// gets counts that match its rows when a newer server opens it, and they then follow
+// creates, claims and the queue limit.
+TEST_F(PostgresJobStoreTest, CountsOfAVersion2DatabaseAreSeededFromItsRows) {
+  {
+    auto store = MustOpen();
+    ASSERT_NE(store, nullptr);
+    for (int i = 1; i <= 3; ++i) {
+      ASSERT_TRUE(store->Create(NewJob(i), 1000).ok());
+    }
+    ASSERT_TRUE(store->ClaimOldestQueued([](JobRecord& r) { r.job.set_state(v1::RUNNING); }).ok());
+  }
+  // Back to version 2 as a version-2 server left it.
+  Exec("DROP TRIGGER job_counts_track ON jobs; DROP FUNCTION job_counts_track();"
+       "DROP TABLE job_counts; UPDATE schema_version SET version = 2");
+  auto store = MustOpen();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(Exec("SELECT version FROM schema_version")[0][0].as<int>(),
+            PostgresJobStore::LatestSchemaVersion());
+  auto counts = store->CountByState();
+  ASSERT_TRUE(counts.ok()) << counts.status();
+  EXPECT_EQ(*counts, (std::map<v1::JobState, int64_t>{{v1::QUEUED, 2}, {v1::RUNNING, 1}}));
+  // The limit counts the seeded rows: 2 queued, limit 3 -> one more, then full.
+  ASSERT_TRUE(store->Create(NewJob(4), 3).ok());
+  EXPECT_EQ(store->Create(NewJob(5), 3).status().code(), absl::StatusCode::kResourceExhausted);
+  // A delete gives the count back.
+  ASSERT_TRUE(store->Delete("jobs/pg-4", 1).ok());
+  counts = store->CountByState();
+  ASSERT_TRUE(counts.ok()) << counts.status();
+  EXPECT_EQ((*counts)[v1::QUEUED], 2);
+}
+
 TEST_F(PostgresJobStoreTest, LostConnectionsAreReopened) {
   // Tagged, so only this store's sessions are ended below (other tests may be running).
   const std::string tagged = absl::StrCat(schema_->url(), "&application_name=", schema_->name());
