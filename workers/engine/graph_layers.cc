@@ -1,6 +1,9 @@
 #include "workers/engine/graph_layers.h"
 
 #include <algorithm>
+#include <functional>
+#include <map>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "absl/strings/str_cat.h"
@@ -125,6 +128,226 @@ std::vector<LayerSiteNode> FindLayerSites(torch::jit::Graph& graph,
     sites.push_back(std::move(site));
   }
   return sites;
+}
+
+namespace {
+
+bool IsTensor(const Value* value) { return value->type()->cast<c10::TensorType>() != nullptr; }
+
+// The top-level node of graph.block() that contains `node` (itself when top-level).
+Node* TopLevelOwner(Node* node, const torch::jit::Block* top) {
+  while (node->owningBlock() != top && node->owningBlock()->owningNode() != nullptr) {
+    node = node->owningBlock()->owningNode();
+  }
+  return node;
+}
+
+// Values a top-level node reads from outside itself (its inputs and those of nested nodes
+// defined outside it): its dependencies in the top-level data flow.
+void CollectDeps(Node* node, Node* owner, const torch::jit::Block* top, std::vector<Value*>& deps) {
+  for (Value* input : node->inputs()) {
+    if (TopLevelOwner(input->node(), top) != owner) deps.push_back(input);
+  }
+  for (torch::jit::Block* inner : node->blocks()) {
+    for (Node* nested : inner->nodes()) CollectDeps(nested, owner, top, deps);
+    CollectDeps(inner->return_node(), owner, top, deps);
+  }
+}
+
+// Top-level data flow of an inlined graph: what each node reads, which values depend on
+// the data inputs (not on `self` alone), which nodes feed the graph's outputs.
+struct DataFlow {
+  std::vector<Node*> order;
+  std::unordered_map<Node*, int> position;
+  std::unordered_map<Node*, std::vector<Value*>> deps;
+  std::unordered_set<const Value*> data;  // Values that depend on a data input.
+  std::unordered_set<Node*> live;         // Nodes the graph's outputs depend on.
+};
+
+DataFlow AnalyseDataFlow(torch::jit::Graph& graph) {
+  DataFlow flow;
+  const torch::jit::Block* top = graph.block();
+  for (size_t i = 1; i < graph.inputs().size(); ++i) flow.data.insert(graph.inputs()[i]);
+  for (Node* node : graph.nodes()) {
+    flow.position[node] = static_cast<int>(flow.order.size());
+    flow.order.push_back(node);
+    std::vector<Value*>& deps = flow.deps[node];
+    CollectDeps(node, node, top, deps);
+    const bool data = std::any_of(deps.begin(), deps.end(),
+                                  [&](const Value* v) { return flow.data.count(v) > 0; });
+    if (data) {
+      for (Value* output : node->outputs()) flow.data.insert(output);
+    }
+  }
+  std::vector<Value*> pending(graph.outputs().begin(), graph.outputs().end());
+  while (!pending.empty()) {
+    Node* node = pending.back()->node();
+    pending.pop_back();
+    if (flow.position.count(node) == 0 || !flow.live.insert(node).second) continue;
+    const std::vector<Value*>& deps = flow.deps[node];
+    pending.insert(pending.end(), deps.begin(), deps.end());
+  }
+  return flow;
+}
+
+// The data-dependent top-level nodes `roots` depend on, not looking past `stop`; the data
+// values they read from outside that set are added to `reads`.
+std::unordered_set<Node*> DataAncestors(const DataFlow& flow, const std::vector<Value*>& roots,
+                                        const Value* stop, std::unordered_set<Value*>* reads) {
+  std::unordered_set<Node*> nodes;
+  std::vector<Value*> pending = roots;
+  while (!pending.empty()) {
+    Value* value = pending.back();
+    pending.pop_back();
+    if (flow.data.count(value) == 0) continue;
+    if (reads != nullptr) reads->insert(value);
+    if (value == stop || flow.position.count(value->node()) == 0) continue;
+    if (!nodes.insert(value->node()).second) continue;
+    const std::vector<Value*>& deps = flow.deps.at(value->node());
+    pending.insert(pending.end(), deps.begin(), deps.end());
+  }
+  return nodes;
+}
+
+bool EndsBlock(const Node* node) {
+  static const std::unordered_set<std::string> kActivations = {
+      "aten::relu", "aten::relu_", "aten::relu6", "aten::hardtanh", "aten::hardtanh_"};
+  return kActivations.count(node->kind().toQualString()) > 0;
+}
+
+}  // namespace
+
+std::vector<ResidualBlock> FindResidualBlocks(torch::jit::Graph& graph,
+                                              const std::vector<LayerSiteNode>& sites,
+                                              const std::string& tap_kind) {
+  const DataFlow flow = AnalyseDataFlow(graph);
+  const torch::jit::Block* top = graph.block();
+  std::map<std::string, int> sites_per_name;
+  for (const LayerSiteNode& site : sites) ++sites_per_name[site.name];
+  auto position_of = [&](Value* value) {
+    auto it = flow.position.find(value->node());
+    return it == flow.position.end() ? -1 : it->second;
+  };
+  // A layer's input, seen through the tap.
+  auto layer_input = [&](const LayerSiteNode& site) {
+    Value* input = site.node->input(0);
+    if (!tap_kind.empty() && input->node()->kind().toQualString() == tap_kind) {
+      input = input->node()->input(0);
+    }
+    return input;
+  };
+
+  std::vector<ResidualBlock> blocks;
+  for (Node* add : flow.order) {
+    const std::string op = add->kind().toQualString();
+    if ((op != "aten::add" && op != "aten::add_") || add->inputs().size() < 2) continue;
+    Value* a = add->input(0);
+    Value* b = add->input(1);
+    if (!IsTensor(a) || !IsTensor(b) || flow.data.count(a) == 0 || flow.data.count(b) == 0) {
+      continue;
+    }
+    // The block input: the latest tensor both operands depend on.
+    std::unordered_set<Value*> reads_a, reads_b;
+    DataAncestors(flow, {a}, nullptr, &reads_a);
+    DataAncestors(flow, {b}, nullptr, &reads_b);
+    Value* input = nullptr;
+    for (Value* value : reads_a) {
+      if (reads_b.count(value) == 0 || !IsTensor(value)) continue;
+      if (input == nullptr || position_of(value) > position_of(input)) input = value;
+    }
+    if (input == nullptr) continue;
+
+    ResidualBlock block;
+    block.input = input;
+    block.output = add->output();
+    std::unordered_set<Value*> reads;
+    std::unordered_set<Node*> nodes = DataAncestors(flow, {a, b}, input, &reads);
+    nodes.insert(add);
+    if (add->output()->uses().size() == 1) {
+      Node* user = add->output()->uses()[0].user;
+      if (user->owningBlock() == top && EndsBlock(user) && user->input(0) == add->output()) {
+        nodes.insert(user);
+        block.output = user->output();
+      }
+    }
+    // Self-contained: the only data it reads from before it is its input.
+    const bool closed = std::all_of(reads.begin(), reads.end(), [&](Value* value) {
+      return value == input || nodes.count(value->node()) > 0;
+    });
+    if (!closed) continue;
+    // Nothing computed inside is used after the block, except the output.
+    bool escapes = false;
+    for (Node* node : nodes) {
+      for (Value* value : node->outputs()) {
+        if (value == block.output) continue;
+        for (const torch::jit::Use& use : value->uses()) {
+          Node* user = TopLevelOwner(use.user, top);
+          if (nodes.count(user) == 0 &&
+              (flow.live.count(user) > 0 || user == graph.return_node())) {
+            escapes = true;
+          }
+        }
+      }
+    }
+    if (escapes) continue;
+    bool nested_site = false;
+    for (size_t s = 0; s < sites.size(); ++s) {
+      if (nodes.count(TopLevelOwner(sites[s].node, top)) == 0) continue;
+      if (sites[s].node->owningBlock() != top) nested_site = true;
+      block.sites.push_back(static_cast<int>(s));
+      if (block.input_site < 0 && layer_input(sites[s]) == input) {
+        block.input_site = static_cast<int>(s);
+      }
+    }
+    if (nested_site || block.sites.empty() || block.input_site < 0) continue;
+    std::map<std::string, int> inside;
+    for (int s : block.sites) ++inside[sites[s].name];
+    const bool shared = std::any_of(inside.begin(), inside.end(), [&](const auto& entry) {
+      return sites_per_name[entry.first] != entry.second;
+    });
+    if (shared) continue;
+
+    // A block inside this one is merged into it; a partial overlap keeps the earlier one.
+    const std::unordered_set<int> mine(block.sites.begin(), block.sites.end());
+    auto common = [&](const ResidualBlock& earlier) {
+      return static_cast<size_t>(std::count_if(earlier.sites.begin(), earlier.sites.end(),
+                                               [&](int s) { return mine.count(s) > 0; }));
+    };
+    const bool partial = std::any_of(blocks.begin(), blocks.end(), [&](const ResidualBlock& e) {
+      const size_t n = common(e);
+      return n > 0 && n < e.sites.size();
+    });
+    if (partial) continue;
+    std::vector<ResidualBlock> kept;
+    for (ResidualBlock& earlier : blocks) {
+      if (common(earlier) == 0) kept.push_back(std::move(earlier));
+    }
+    kept.push_back(std::move(block));
+    blocks = std::move(kept);
+  }
+  return blocks;
+}
+
+std::vector<Node*> BlockNodes(torch::jit::Graph& graph, const ResidualBlock& block) {
+  const torch::jit::Block* top = graph.block();
+  std::unordered_set<Node*> found;
+  std::vector<Value*> pending = {block.output};
+  while (!pending.empty()) {
+    Value* value = pending.back();
+    pending.pop_back();
+    Node* node = value->node();
+    if (value == block.input || node->owningBlock() != top || !found.insert(node).second) {
+      continue;  // Also graph inputs: their node (the param node) is in no block's list.
+    }
+    std::vector<Value*> deps;
+    CollectDeps(node, node, top, deps);
+    pending.insert(pending.end(), deps.begin(), deps.end());
+  }
+  std::vector<Node*> ordered;
+  for (Node* node : graph.nodes()) {
+    if (found.count(node) > 0) ordered.push_back(node);
+  }
+  return ordered;
 }
 
 }  // namespace ompq::engine

@@ -52,6 +52,33 @@ struct LayerSiteNode {
 std::vector<LayerSiteNode> FindLayerSites(torch::jit::Graph& graph,
                                           const torch::jit::Module& module);
 
+/// A residual block: the layers whose outputs reach an aten::add/add_ that merges two
+/// paths from one common input (a skip connection).
+struct ResidualBlock {
+  std::vector<int> sites;               // Indices into the sites given, execution order.
+  int input_site = -1;                  // A site whose input is the block input.
+  torch::jit::Value* input = nullptr;   // The common input of both paths.
+  torch::jit::Value* output = nullptr;  // The add's output, or the activation right after.
+};
+
+/// The residual blocks of an inlined graph, in execution order, found from the data flow
+/// alone: for each top-level aten::add/add_ of two tensors, the latest tensor both operands
+/// depend on is the block input; the layers between it and the add are the block; an
+/// elementwise activation (relu, relu6, hardtanh) that is the add's only consumer ends the
+/// block. Kept only when the block is self-contained (it reads no other data than its
+/// input, no inner value is used after it, its layers are top-level and have no site
+/// outside it) and some layer reads the block input directly; a block inside a later one
+/// is merged into it. `tap_kind`, when not empty, names an op inserted at layer inputs
+/// (the quantizer's probe) that is seen through when matching a layer's input.
+std::vector<ResidualBlock> FindResidualBlocks(torch::jit::Graph& graph,
+                                              const std::vector<LayerSiteNode>& sites,
+                                              const std::string& tap_kind = "");
+
+/// The top-level nodes of `graph` that `block`'s output depends on, not looking past its
+/// input, in graph order: the block's own nodes and the attribute reads and constants they
+/// use. Cloning them gives the block as a graph of its own.
+std::vector<torch::jit::Node*> BlockNodes(torch::jit::Graph& graph, const ResidualBlock& block);
+
 }  // namespace ompq::engine
 
 #endif  // OMPQ_WORKERS_ENGINE_GRAPH_LAYERS_H_

@@ -26,6 +26,7 @@
 #include "common/job_error.h"
 #include "common/status_macros.h"
 #include "workers/engine/adaround.h"
+#include "workers/engine/brecq.h"
 #include "workers/engine/encodings.h"
 #include "workers/engine/graph_layers.h"
 #include "workers/engine/qat.h"
@@ -275,6 +276,7 @@ class ProbedModel {
   torch::jit::Module& module() { return module_; }
   const torch::Device& device() const { return device_; }
   const std::vector<LayerSiteNode>& sites() const { return sites_; }
+  torch::jit::Graph& graph() { return *graph_; }  // Inlined, with the probes.
   const Value* self() const { return graph_->inputs()[0]; }
   ProbeSession& session() { return *session_; }
 
@@ -555,6 +557,136 @@ void InstallWeight(QuantLayer& layer, const torch::Tensor& quantized) {
   if (layer.bn_weight.defined()) layer.bn_weight.fill_(1.0);
   layer.bn_mean.zero_();
   layer.bn_var.fill_(1.0 - layer.bn_eps);
+}
+
+// ---------------------------------------------------------------------------------------
+// BRECQ: the residual blocks the graph reveals, reconstructed jointly (brecq.h).
+
+struct PlannedBlock {
+  std::vector<int> layers;  // Indices into the layers, execution order.
+  std::vector<std::string> names;  // Layer names in the block graph's weight order.
+  int input_site = -1;
+  std::shared_ptr<BlockGraph> quantized;  // The working model's block, weights as inputs.
+  std::shared_ptr<BlockGraph> reference;  // The float model's block.
+};
+
+// Blocks whose layers are all quantized and replayable; a block that cannot be extracted
+// leaves its layers to per-layer AdaRound. Both models come from one file, so their graphs
+// have the same blocks.
+std::vector<PlannedBlock> PlanBlocks(ProbedModel& fp, ProbedModel& work,
+                                     const std::vector<QuantLayer>& layers) {
+  std::vector<PlannedBlock> planned;
+  const std::vector<ResidualBlock> blocks =
+      FindResidualBlocks(work.graph(), work.sites(), kProbeOp);
+  const std::vector<ResidualBlock> fp_blocks = FindResidualBlocks(fp.graph(), fp.sites(), kProbeOp);
+  if (blocks.size() != fp_blocks.size()) return planned;
+  std::unordered_map<std::string, int> layer_of;
+  for (size_t l = 0; l < layers.size(); ++l) layer_of[layers[l].name] = static_cast<int>(l);
+  const ActivationAt activation = [&work](int site) -> std::optional<ActFakeQuant> {
+    std::optional<ActQuant> q = work.session().activation(site);
+    if (!q.has_value()) return std::nullopt;
+    return ActFakeQuant{q->scale, q->zero_point, q->params.quant_min(), q->params.quant_max()};
+  };
+  for (size_t b = 0; b < blocks.size(); ++b) {
+    if (blocks[b].sites != fp_blocks[b].sites) continue;
+    absl::StatusOr<BlockGraph> quantized = BlockGraph::Extract(
+        work.graph(), blocks[b], work.sites(), kProbeOp, activation, /*weights_as_inputs=*/true);
+    absl::StatusOr<BlockGraph> reference = BlockGraph::Extract(
+        fp.graph(), fp_blocks[b], fp.sites(), kProbeOp, nullptr, /*weights_as_inputs=*/false);
+    if (!quantized.ok() || !reference.ok()) continue;
+    PlannedBlock block;
+    block.names = quantized->layer_names();
+    block.input_site = blocks[b].input_site;
+    bool usable = true;
+    for (const std::string& name : block.names) {
+      auto it = layer_of.find(name);
+      usable = usable && it != layer_of.end() && layers[it->second].op.has_value();
+      if (usable) block.layers.push_back(it->second);
+    }
+    if (!usable) continue;
+    std::sort(block.layers.begin(), block.layers.end());
+    block.quantized = std::make_shared<BlockGraph>(*std::move(quantized));
+    block.reference = std::make_shared<BlockGraph>(*std::move(reference));
+    planned.push_back(std::move(block));
+  }
+  return planned;
+}
+
+// Learns the rounding of the block's layers on the block inputs the quantized model
+// produces against the float model's block outputs, installs it and records the unit.
+absl::Status ReconstructBlock(const PlannedBlock& block, ProbedModel& fp, ProbedModel& work,
+                              std::vector<QuantLayer>& layers, const torch::Tensor& calib,
+                              const QuantizeOptions& options, const ProgressCallback& progress,
+                              nlohmann::json& units) {
+  // Float inputs, quantized inputs and targets share the memory bound.
+  const int64_t share = options.max_capture_bytes / 3;
+  ASSIGN_OR_RETURN(torch::Tensor fp_inputs,
+                   fp.Capture(block.input_site, calib, calib.size(0), share));
+  std::vector<torch::Tensor> target_parts;
+  RETURN_IF_ERROR(CallTorch(
+      absl::StatusCode::kInvalidArgument, reason::kInputMismatch, "cannot run a residual block",
+      [&] {
+        const torch::Tensor first =
+            block.reference->Run(fp.module(), fp_inputs.narrow(0, 0, 1).to(fp.device()));
+        const int64_t per_sample = std::max<int64_t>(1, first.numel() * 4);
+        const int64_t samples =
+            std::max<int64_t>(std::min<int64_t>(2, fp_inputs.size(0)),
+                              std::min<int64_t>(fp_inputs.size(0), share / per_sample));
+        for (int64_t begin = 0; begin < samples; begin += kForwardBatch) {
+          const torch::Tensor part =
+              fp_inputs.narrow(0, begin, std::min(kForwardBatch, samples - begin));
+          target_parts.push_back(block.reference->Run(fp.module(), part.to(fp.device())).cpu());
+        }
+      }));
+  fp_inputs = torch::Tensor();
+  torch::Tensor targets = torch::cat(target_parts, 0);
+  ASSIGN_OR_RETURN(torch::Tensor q_inputs, work.Capture(block.input_site, calib, targets.size(0),
+                                                        options.max_capture_bytes));
+  const int64_t n = std::min(targets.size(0), q_inputs.size(0));
+  auto layer_named = [&](const std::string& name) -> QuantLayer& {
+    return *std::find_if(layers.begin(), layers.end(),
+                         [&](const QuantLayer& l) { return l.name == name; });
+  };
+  std::vector<torch::Tensor> fp_weights;
+  std::vector<QuantParams> params;
+  int64_t fan_in = 0;
+  for (const std::string& name : block.names) {
+    const QuantLayer& layer = layer_named(name);
+    fp_weights.push_back(layer.fp_weight.to(layer.weight.device()));
+    params.push_back(layer.weight_params);
+    fan_in += layer.fp_weight.numel() / layer.fp_weight.size(0);
+  }
+  AdaRoundOptions ada;
+  ada.iters = options.iters;
+  ada.seed = static_cast<uint64_t>(options.seed) * 1000003u +
+             static_cast<uint64_t>(block.layers.front());
+  // Rough cost of a step: every layer's fan-in at each output position of the block.
+  const int64_t positions =
+      targets.dim() >= 2 ? targets[0].numel() / std::max<int64_t>(1, targets.size(1)) : 1;
+  const int64_t step_macs = positions * fan_in * ada.batch_size;
+  IntraOpThreads threads(step_macs < kSingleThreadStepMacs ? 1 : at::get_num_threads());
+  ASSIGN_OR_RETURN(BrecqResult result,
+                   RunBlockReconstruction(*block.quantized, work.module(), fp_weights, params,
+                                          q_inputs.narrow(0, 0, n), targets.narrow(0, 0, n), ada,
+                                          progress));
+  const std::string names = absl::StrJoin(block.names, ", ");
+  for (size_t k = 0; k < block.names.size(); ++k) {
+    QuantLayer& layer = layer_named(block.names[k]);
+    layer.codes = result.codes[k];
+    layer.mse_nearest = result.mse_nearest;
+    layer.mse_quantized = result.mse_brecq;
+    layer.samples = n;
+    layer.method = result.kept_nearest ? "nearest (BRECQ did not improve)" : "brecq";
+    layer.note = absl::StrCat("reconstructed with its residual block (", names,
+                              "): the errors are the block output's");
+    InstallWeight(layer, result.weights[k].to(layer.weight.scalar_type()));
+  }
+  units.push_back({{"layers", block.names},
+                   {"method", result.kept_nearest ? "nearest" : "brecq"},
+                   {"mse_nearest", result.mse_nearest},
+                   {"mse", result.mse_brecq},
+                   {"samples", n}});
+  return absl::OkStatus();
 }
 
 absl::StatusOr<double> TopOne(ProbedModel& model, const torch::Tensor& inputs,
@@ -917,12 +1049,45 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
     calibrated_act[s] = work->session().activation(static_cast<int>(s));
   }
   nlohmann::json qat_report;
+  nlohmann::json units = nlohmann::json::array();  // Reconstruction units (ptq).
 
   // --- FINETUNING: AdaRound per layer, in execution order, on quantized inputs.
   const Clock::time_point finetune_start = Clock::now();
   if (options.finetune == "ptq") {
+    // BRECQ for the residual blocks, when the loop reaches a block's first layer; the other
+    // layers get AdaRound one by one.
+    const std::vector<PlannedBlock> blocks = PlanBlocks(*fp, *work, layers);
+    std::vector<int> block_of(n_layers, -1);
+    for (size_t b = 0; b < blocks.size(); ++b) {
+      for (int l : blocks[b].layers) block_of[l] = static_cast<int>(b);
+    }
     for (int64_t i = 0; i < n_layers; ++i) {
       QuantLayer& layer = layers[i];
+      if (block_of[i] >= 0) {
+        const PlannedBlock& block = blocks[block_of[i]];
+        if (block.layers.front() != i) continue;  // Done with its block.
+        const std::string label = absl::StrCat("block ", block_of[i] + 1, " of ", blocks.size(),
+                                               " (", absl::StrJoin(block.names, ", "), ")");
+        RETURN_IF_ERROR(step(Stage::kFinetuning, static_cast<double>(i) / n_layers,
+                             absl::StrCat("reconstructing ", label)));
+        const double width = static_cast<double>(block.layers.size());
+        absl::Status done = ReconstructBlock(
+            block, *fp, *work, layers, calib, options,
+            [&](double fraction) {
+              return step(Stage::kFinetuning, (i + width * fraction) / n_layers,
+                          absl::StrCat("reconstructing ", label))
+                  .ok();
+            },
+            units);
+        if (!done.ok()) {
+          if (progress && !progress(Stage::kFinetuning, static_cast<double>(i) / n_layers,
+                                    "reconstruction stopped")) {
+            return Cancelled();
+          }
+          return done;
+        }
+        continue;
+      }
       const std::string what = absl::StrCat(layer.name, " (", i + 1, " of ", n_layers, ")");
       RETURN_IF_ERROR(step(Stage::kFinetuning, static_cast<double>(i) / n_layers,
                            absl::StrCat("reconstructing ", what)));
@@ -985,6 +1150,11 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
       layer.samples = n;
       layer.method = result->kept_nearest ? "nearest (AdaRound did not improve)" : "adaround";
       InstallWeight(layer, result->weight.to(layer.weight.scalar_type()));
+      units.push_back({{"layers", {layer.name}},
+                       {"method", result->kept_nearest ? "nearest" : "adaround"},
+                       {"mse_nearest", result->mse_nearest},
+                       {"mse", result->mse_adaround},
+                       {"samples", n}});
     }
     RETURN_IF_ERROR(step(Stage::kFinetuning, 1, "reconstruction done"));
   } else if (qat) {
@@ -1117,6 +1287,7 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
                             {"activations", "per tensor, asymmetric, at every layer's input"},
                             {"layers", per_layer}};
   if (qat) report["quantization"]["qat"] = qat_report;
+  if (options.finetune == "ptq") report["quantization"]["units"] = units;
   nlohmann::json& timings = report["timings_seconds"];
   if (!timings.is_object()) timings = nlohmann::json::object();
   timings["calibrate"] = calibrate_seconds;
