@@ -40,6 +40,7 @@ class BlobWriter {
   friend class BlobStore;
   BlobWriter(BlobStore* store, std::string digest, int64_t size, std::string temp_path, int fd);
   void Discard();
+  absl::Status WriteAll(absl::string_view data);
 
   BlobStore* store_;
   std::string digest_;
