@@ -156,6 +156,20 @@ run_ctl 2 qat_no_train quantize model.pt --calib calib.pt --size "$BUDGET" --fin
 grep -q -- "pass --train FILE" "$WORK/qat_no_train.err" || fail "qat without --train: no reason"
 pass "quantize --finetune qat without --train: exit 2 with the reason"
 
+# Training labels outside the model's 10 classes: the worker refuses them before the
+# search starts (the job fails in ANALYZING, where the inputs are checked).
+"$PY" -c 'import torch; d = torch.load("eval.pt"); d["labels"] = d["labels"] + 10
+torch.save(d, "train_bad_labels.pt")'
+run_ctl 1 qat_bad_labels quantize model.pt --calib calib.pt --size "$BUDGET" --finetune qat \
+  --train train_bad_labels.pt --out "$WORK/bad" --output json
+[[ $(json_get "$WORK/qat_bad_labels.out" 'd["error"]["reason"]') == INVALID_INPUT ]] ||
+  fail "qat bad labels: reason is not INVALID_INPUT"
+json_get "$WORK/qat_bad_labels.out" 'd["error"]["message"]' | grep -q "train labels range over" ||
+  fail "qat bad labels: the message does not give the label range"
+[[ $(json_get "$WORK/qat_bad_labels.out" 'd["stage"]') == ANALYZING ]] ||
+  fail "qat bad labels: refused in stage $(json_get "$WORK/qat_bad_labels.out" 'd["stage"]')"
+pass "quantize --finetune qat with labels out of range: FAILED INVALID_INPUT before the search"
+
 run_ctl 0 upload upload model.pt
 grep -q "already on the server" "$WORK/upload.out" || fail "upload: model was sent again"
 pass "upload skips blobs the server has"
