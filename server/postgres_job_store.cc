@@ -454,34 +454,38 @@ absl::StatusOr<CreateResult> PostgresJobStore::Create(const JobRecord& record, i
         return absl::OkStatus();
       }
     }
-    // The trigger-kept count (schema 3): creates are serialised by the lock above, so no
-    // other create can slip in between this read and the insert.
-    const pqxx::result counted = txn.exec_params(
-        "SELECT n FROM job_counts WHERE state = $1", static_cast<int>(v1::QUEUED));
-    const int64_t queued = counted.empty() ? 0 : counted[0][0].as<int64_t>();
-    if (queued >= max_queued) {
+    // The trigger-kept count (schema 3), the insert and the notification in one statement:
+    // creates are serialised by the lock above until COMMIT, so every round trip made
+    // while holding it bounds the creates per second of all servers together.
+    const pqxx::result inserted = txn.exec_params(
+        "WITH ins AS ("
+        "INSERT INTO jobs (name, state, create_time_us, request_id, version, lease_id, "
+        "lease_expire_us, run_deadline_us, state_time_us, stage_time_us, job, tenant) "
+        "SELECT $1, $2, $3, $4, 1, $5, $6, $7, $8, $9, $10, $11 "
+        "WHERE COALESCE((SELECT n FROM job_counts WHERE state = $12), 0) < $13 "
+        "RETURNING seq) "
+        "SELECT seq, pg_notify($14, $15) FROM ins",
+        job.name(), static_cast<int>(job.state()),
+        absl::ToUnixMicros(FromProtoTimestamp(job.create_time())),
+        job.request_id().empty() ? nullptr : job.request_id().c_str(), record.lease_id,
+        OrNull(TimeParam(record.leased() ? record.lease_expire_time : absl::InfinitePast())),
+        OrNull(TimeParam(record.leased() ? record.run_deadline : absl::InfinitePast())),
+        OrNull(TimeParam(record.state_time)), OrNull(TimeParam(record.stage_time)),
+        pqxx::binarystring(job.SerializeAsString()), record.tenant, static_cast<int>(v1::QUEUED),
+        max_queued, channel_, absl::StrCat(instance_, " ", job.name()));
+    if (inserted.empty()) {
+      const pqxx::result counted = txn.exec_params(
+          "SELECT n FROM job_counts WHERE state = $1", static_cast<int>(v1::QUEUED));
+      const int64_t queued = counted.empty() ? 0 : counted[0][0].as<int64_t>();
       return absl::ResourceExhaustedError(
           absl::StrCat("the job queue is full (", queued,
                        " jobs queued); retry later, or raise the server's --max-queued-jobs"));
     }
-    const int64_t seq =
-        txn.exec_params1(
-               "INSERT INTO jobs (name, state, create_time_us, request_id, version, lease_id, "
-               "lease_expire_us, run_deadline_us, state_time_us, stage_time_us, job, tenant) "
-               "VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8, $9, $10, $11) RETURNING seq",
-               job.name(), static_cast<int>(job.state()),
-               absl::ToUnixMicros(FromProtoTimestamp(job.create_time())),
-               job.request_id().empty() ? nullptr : job.request_id().c_str(), record.lease_id,
-               OrNull(TimeParam(record.leased() ? record.lease_expire_time : absl::InfinitePast())),
-               OrNull(TimeParam(record.leased() ? record.run_deadline : absl::InfinitePast())),
-               OrNull(TimeParam(record.state_time)), OrNull(TimeParam(record.stage_time)),
-               pqxx::binarystring(job.SerializeAsString()), record.tenant)[0]
-            .as<int64_t>();
+    const int64_t seq = inserted[0][0].as<int64_t>();
     for (const auto& [key, value] : job.spec().labels()) {
       txn.exec_params("INSERT INTO job_labels (key, value, job_seq) VALUES ($1, $2, $3)", key,
                       value, seq);
     }
-    txn.exec_params("SELECT pg_notify($1, $2)", channel_, absl::StrCat(instance_, " ", job.name()));
     txn.commit();
     result.record = record;
     result.record.version = 1;
