@@ -41,6 +41,12 @@ std::string FormatProgressLine(const v1::Job& job, absl::Duration elapsed) {
     absl::StrAppend(&line, " ", v1::Stage_Name(job.stage()));
   }
   absl::StrAppend(&line, absl::StrFormat("  %3.0f%%  %s", job.progress(), FormatElapsed(elapsed)));
+  // The worker's estimate of what is left of the current stage (0: none yet, e.g. before
+  // 5% of the stage): shown only while the job runs.
+  if (job.state() == v1::RUNNING && job.eta_seconds() > 0) {
+    absl::StrAppend(&line, "  ~", FormatElapsed(absl::Seconds(job.eta_seconds())),
+                    " left in stage");
+  }
   if (!job.message().empty()) absl::StrAppend(&line, "  ", job.message());
   return line;
 }

@@ -71,6 +71,16 @@ TEST(FormatProgressLine, StateStagePercentElapsedMessage) {
   EXPECT_EQ(FormatElapsed(absl::Seconds(3723)), "1:02:03");
 }
 
+TEST(FormatProgressLine, TimeLeftInStageWhileRunning) {
+  v1::Job job = RunningJob();
+  job.set_stage(v1::FINETUNING);
+  job.set_eta_seconds(95.4);
+  EXPECT_EQ(FormatProgressLine(job, absl::Seconds(7)),
+            "[RUNNING] FINETUNING   42%  00:07  ~01:35 left in stage  layer 3/9");
+  job.set_state(v1::SUCCEEDED);  // A finished job has nothing left.
+  EXPECT_EQ(FormatProgressLine(job, absl::Seconds(7)).find("left"), std::string::npos);
+}
+
 TEST(ProgressDisplay, PlainModePrintsOnlyChanges) {
   std::ostringstream out;
   ProgressDisplay display(out, /*interactive=*/false);
