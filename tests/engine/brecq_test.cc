@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <set>
 
 #include "workers/engine/graph_layers.h"
 #include "workers/engine/quantize.h"
@@ -68,6 +69,7 @@ Analysed Analyse(const std::string& model) {
   a.module = loaded->module;
   a.graph = a.module.get_method("forward").graph()->copy();
   torch::jit::Inline(*a.graph);
+  FoldStaticIfs(*a.graph, a.module);  // As quantization does.
   a.sites = FindLayerSites(*a.graph, a.module);
   a.blocks = FindResidualBlocks(*a.graph, a.sites);
   return a;
@@ -93,7 +95,23 @@ TEST_P(BlockDiscoveryTest, FindsExactlyTheBlocksBuiltWithASkip) {
 
 INSTANTIATE_TEST_SUITE_P(Models, BlockDiscoveryTest,
                          ::testing::Values("resnet_traced", "resnet_scripted", "mbv2_traced",
-                                           "mbv2_scripted"));
+                                           "mbv2_scripted", "mbv2if_traced", "mbv2if_scripted"));
+
+// Without folding, a scripted `if self.use_res_connect:` holds both branches: every layer
+// of those modules has two call sites and no skip is visible at the top level.
+TEST(FoldStaticIfsTest, LeavesEachLayerCallOnce) {
+  absl::StatusOr<LoadedModel> loaded = LoadTorchScriptModel(Input("mbv2if_scripted.pt"), "cpu");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  std::shared_ptr<torch::jit::Graph> graph = loaded->module.get_method("forward").graph()->copy();
+  torch::jit::Inline(*graph);
+  const size_t unfolded = FindLayerSites(*graph, loaded->module).size();
+  EXPECT_EQ(FoldStaticIfs(*graph, loaded->module), 3);
+  const std::vector<LayerSiteNode> sites = FindLayerSites(*graph, loaded->module);
+  EXPECT_EQ(unfolded, sites.size() + 9);  // The three modules' convs, once more each.
+  std::set<std::string> names;
+  for (const LayerSiteNode& site : sites) names.insert(site.name);
+  EXPECT_EQ(names.size(), sites.size());
+}
 
 // The downsample block (layer2) of the ResNet: conv1, conv2 and the shortcut conv.
 class ResNetBlockTest : public ::testing::TestWithParam<std::string> {
@@ -276,7 +294,7 @@ TEST_P(BrecqPtqTest, BlocksAreReconstructedJointlyAndTheModelExports) {
 
 INSTANTIATE_TEST_SUITE_P(Models, BrecqPtqTest,
                          ::testing::Values("resnet_traced", "resnet_scripted", "mbv2_traced",
-                                           "mbv2_scripted"));
+                                           "mbv2_scripted", "mbv2if_scripted"));
 
 }  // namespace
 }  // namespace ompq::engine

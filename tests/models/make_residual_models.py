@@ -7,6 +7,8 @@ Writes into OUT_DIR, from real PyTorch, seeded:
       conv (in no block), pooling and a classifier
   mbv2_traced.pt, mbv2_scripted.pt      MobileNetV2-style inverted residuals: one with a
       skip, one without (stride 2, no block), one more with a skip
+  mbv2if_traced.pt, mbv2if_scripted.pt  the same with torchvision's form of the skip: one
+      class whose forward tests `if self.use_res_connect:` (a prim::If when scripted)
   calib.pt   inputs [256, 3, 16, 16]
   eval.pt    {"inputs", "labels"}: 256 other inputs labelled by the float ResNet
   layer2_input.pt, layer2_output.pt  the float ResNet's downsample block (layer2): its
@@ -92,12 +94,30 @@ class InvertedResidualSkip(InvertedResidual):
         return x + self.conv(x)
 
 
+class InvertedResidualIf(InvertedResidual):
+    """torchvision's MobileNetV2 form: the skip decided in forward by an attribute."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__(cin, cout, stride)
+        self.use_res_connect = stride == 1 and cin == cout
+
+    def forward(self, x):
+        if self.use_res_connect:
+            return x + self.conv(x)
+        return self.conv(x)
+
+
 class MobileNetV2ish(nn.Module):
-    def __init__(self):
+    def __init__(self, with_if=False):
         super().__init__()
         self.stem = conv_bn(3, 8, 3, 1)
-        self.features = nn.Sequential(InvertedResidualSkip(8, 8, 1), InvertedResidual(8, 16, 2),
-                                      InvertedResidualSkip(16, 16, 1))
+        if with_if:
+            blocks = [InvertedResidualIf(8, 8, 1), InvertedResidualIf(8, 16, 2),
+                      InvertedResidualIf(16, 16, 1)]
+        else:
+            blocks = [InvertedResidualSkip(8, 8, 1), InvertedResidual(8, 16, 2),
+                      InvertedResidualSkip(16, 16, 1)]
+        self.features = nn.Sequential(*blocks)
         self.fc = nn.Linear(16, 10)
 
     def forward(self, x):
@@ -108,7 +128,8 @@ class MobileNetV2ish(nn.Module):
 def expected_blocks(model):
     blocks = []
     for name, module in model.named_modules():
-        if isinstance(module, (BasicBlock, InvertedResidualSkip)):
+        if isinstance(module, (BasicBlock, InvertedResidualSkip)) or (
+                isinstance(module, InvertedResidualIf) and module.use_res_connect):
             blocks.append([f"{name}.{sub}" for sub, m in module.named_modules()
                            if isinstance(m, nn.Conv2d)])
     return blocks
@@ -121,7 +142,8 @@ def main():
     calib = torch.randn(256, 3, SIZE, SIZE)
     eval_inputs = torch.randn(256, 3, SIZE, SIZE)
     blocks = {}
-    for name, model in (("resnet", ResNet()), ("mbv2", MobileNetV2ish())):
+    for name, model in (("resnet", ResNet()), ("mbv2", MobileNetV2ish()),
+                        ("mbv2if", MobileNetV2ish(with_if=True))):
         # BatchNorm statistics from data, as a trained model would have.
         model.train()
         with torch.no_grad():

@@ -350,4 +350,60 @@ std::vector<Node*> BlockNodes(torch::jit::Graph& graph, const ResidualBlock& blo
   return ordered;
 }
 
+int FoldStaticIfs(torch::jit::Graph& graph, const torch::jit::Module& module) {
+  const Value* self = graph.inputs()[0];
+  // The bool a condition always has, when it is a constant or a module attribute.
+  auto static_bool = [&](Value* condition) -> std::optional<bool> {
+    if (c10::optional<c10::IValue> constant = torch::jit::toIValue(condition)) {
+      if (constant->isBool()) return constant->toBool();
+      return std::nullopt;
+    }
+    std::optional<std::vector<std::string>> path = AttributePath(condition, self);
+    // `training` is left alone: a saved model still switches with train() / eval().
+    if (!path.has_value() || path->empty() || path->back() == "training") return std::nullopt;
+    c10::intrusive_ptr<c10::ivalue::Object> object = module._ivalue();
+    for (size_t i = 0; i < path->size(); ++i) {
+      c10::optional<size_t> slot = object->type()->findAttributeSlot((*path)[i]);
+      if (!slot.has_value()) return std::nullopt;
+      c10::IValue attribute = object->getSlot(*slot);
+      if (i + 1 == path->size()) {
+        if (!attribute.isBool()) return std::nullopt;
+        return attribute.toBool();
+      }
+      if (!attribute.isObject()) return std::nullopt;
+      object = attribute.toObject();
+    }
+    return std::nullopt;
+  };
+  int folded = 0;
+  // Folding brings the taken branch's nodes (and the ifs inside it) to the outer block, so
+  // repeat until no foldable if is left.
+  std::function<bool(torch::jit::Block*)> fold_one = [&](torch::jit::Block* block) {
+    for (Node* node : block->nodes()) {
+      if (node->kind() == torch::jit::prim::If) {
+        if (std::optional<bool> taken = static_bool(node->input(0))) {
+          torch::jit::Block* branch = node->blocks()[*taken ? 0 : 1];
+          for (auto it = branch->nodes().begin(); it != branch->nodes().end();) {
+            Node* moved = *it;
+            ++it;
+            moved->moveBefore(node);
+          }
+          for (size_t i = 0; i < node->outputs().size(); ++i) {
+            node->output(i)->replaceAllUsesWith(branch->outputs()[i]);
+          }
+          node->destroy();
+          return true;
+        }
+      }
+      for (torch::jit::Block* inner : node->blocks()) {
+        if (fold_one(inner)) return true;
+      }
+    }
+    return false;
+  };
+  while (fold_one(graph.block())) ++folded;
+  if (folded > 0) graph.lint();
+  return folded;
+}
+
 }  // namespace ompq::engine

@@ -79,6 +79,13 @@ std::vector<ResidualBlock> FindResidualBlocks(torch::jit::Graph& graph,
 /// use. Cloning them gives the block as a graph of its own.
 std::vector<torch::jit::Node*> BlockNodes(torch::jit::Graph& graph, const ResidualBlock& block);
 
+/// Replaces every prim::If whose condition is a constant or a bool attribute of `module`
+/// (reached by a GetAttr chain from `self`, e.g. a scripted `if self.use_res_connect:`)
+/// by the branch it takes: such a model's graph then holds each layer call once, and the
+/// skip connections in those branches become visible to FindResidualBlocks. Returns the
+/// number of ifs folded. The module's attributes must not change afterwards.
+int FoldStaticIfs(torch::jit::Graph& graph, const torch::jit::Module& module);
+
 }  // namespace ompq::engine
 
 #endif  // OMPQ_WORKERS_ENGINE_GRAPH_LAYERS_H_

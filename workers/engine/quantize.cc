@@ -237,6 +237,7 @@ class ProbedModel {
         absl::StatusCode::kInternal, reason::kInternal, "cannot rewrite the forward graph", [&] {
           model->graph_ = forward->graph()->copy();
           torch::jit::Inline(*model->graph_);
+          FoldStaticIfs(*model->graph_, model->module_);  // Each layer call once (graph_layers.h).
           model->sites_ = FindLayerSites(*model->graph_, model->module_);
           torch::jit::Graph& graph = *model->graph_;
           const c10::Symbol probe = c10::Symbol::fromQualString(kProbeOp);
@@ -1233,6 +1234,7 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
         torch::jit::Module& module = work->module();
         std::shared_ptr<torch::jit::Graph> graph = module.get_method("forward").graph();
         torch::jit::Inline(*graph);
+        FoldStaticIfs(*graph, module);  // As in ProbedModel: the same sites.
         std::vector<LayerSiteNode> sites = FindLayerSites(*graph, module);
         TORCH_CHECK(sites.size() == site_act.size(),
                     "the exported graph has a different number of layer sites");
