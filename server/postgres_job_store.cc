@@ -278,8 +278,16 @@ class Receiver final : public pqxx::notification_receiver {
 
 }  // namespace
 
+// GetJob is the hottest read (clients poll it): a statement prepared once per connection
+// spares PostgreSQL parsing and planning it on every call (libpqxx prepares it lazily, on
+// the connection's first use of it).
+constexpr char kGetStatement[] = "ompq_get_job";
+
 struct PostgresJobStore::Connection {
-  explicit Connection(const std::string& url) : conn(url) {}
+  explicit Connection(const std::string& url) : conn(url) {
+    conn.prepare(kGetStatement,
+                 absl::StrCat("SELECT ", kRecordColumns, " FROM jobs WHERE name = $1"));
+  }
   pqxx::connection conn;
 };
 
@@ -499,8 +507,7 @@ absl::StatusOr<JobRecord> PostgresJobStore::Get(const std::string& name) {
   JobRecord record;
   RETURN_IF_ERROR(Run("get", [&](Connection& c) -> absl::Status {
     pqxx::nontransaction txn(c.conn);
-    const pqxx::result rows = txn.exec_params(
-        absl::StrCat("SELECT ", kRecordColumns, " FROM jobs WHERE name = $1"), name);
+    const pqxx::result rows = txn.exec_prepared(kGetStatement, name);
     if (rows.empty()) {
       return absl::NotFoundError(absl::StrCat("job '", name, "' not found"));
     }
