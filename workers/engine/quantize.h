@@ -6,8 +6,10 @@
 //                gets a per-channel weight quantizer (MSE clipping search) with nearest
 //                rounding and a per-tensor activation quantizer at its input, calibrated on
 //                the inputs the already-quantized layers before it produce.
-//   FINETUNING   (ptq) layer by layer, AdaRound learns the rounding that makes the layer's
-//                output on its quantized inputs match the float model's output.
+//   FINETUNING   (ptq) in execution order, each residual block the graph reveals is
+//                reconstructed as one unit (BRECQ, brecq.h: the rounding of all its layers
+//                learned jointly on the block output), every other layer alone (AdaRound:
+//                the layer's output on its quantized inputs matches the float model's).
 //                (qat) the whole model trains on labelled data (cross-entropy, Adam) with
 //                weights and activations fake-quantized, step sizes learned (LSQ, qat.h).
 //   EVALUATING   (with eval data) top-1 of the float model, of the calibrated model with
