@@ -67,6 +67,13 @@ for _ in $(seq 300); do
   sleep 0.1
 done
 [[ -n "$CHILD" ]] || fail "the server started no local worker"
+# Stopped only once it serves: a worker stopped while still starting has no SIGTERM
+# handler yet and dies at once when resumed.
+for _ in $(seq 300); do
+  grep -q "\[local-0\] serving jobs" "$WORK/tls.log" && break
+  sleep 0.1
+done
+grep -q "\[local-0\] serving jobs" "$WORK/tls.log" || fail "the local worker never started serving"
 WORKER_PIDS+=("$CHILD")  # Resumed and killed by the cleanup if still there.
 kill -STOP "$CHILD"
 kill -TERM "$SERVER_PID"
