@@ -18,42 +18,15 @@
 #include "workers/engine/qat.h"
 #include "workers/engine/quantize.h"
 #include "workers/engine/search.h"
+#include "tests/engine/ptq_fixture.h"
 
 namespace ompq::engine {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string Input(const std::string& name) { return std::string(OMPQ_PTQ_INPUTS_DIR) + "/" + name; }
-
-std::string ReadFile(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-class QatTest : public ::testing::Test {
+class QatTest : public PtqFixture {
  protected:
-  void SetUp() override {
-    out_ = fs::temp_directory_path() /
-           ("ompq-qat-test-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(out_);
-  }
-  void TearDown() override { fs::remove_all(out_); }
-
-  // The search's report at about 3 bits per weight on average.
-  static nlohmann::json Search() {
-    SearchOptions search;
-    search.model_path = Input("model.pt");
-    search.calib_path = Input("calib.pt");
-    search.size_budget_bytes = 150 * 1024;
-    absl::StatusOr<SearchResult> result = RunSearch(search, nullptr);
-    EXPECT_TRUE(result.ok()) << result.status();
-    return result.ok() ? result->report : nlohmann::json();
-  }
-
   // Low-bit activations too, so that quantization costs accuracy QAT can win back.
   QuantizeOptions Options() const {
     QuantizeOptions options;
@@ -70,8 +43,6 @@ class QatTest : public ::testing::Test {
     options.out_dir = out_.string();
     return options;
   }
-
-  fs::path out_;
 };
 
 TEST_F(QatTest, LowersTheTrainingLossAndExportsAModelPythonAgreesWith) {

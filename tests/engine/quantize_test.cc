@@ -17,42 +17,15 @@
 
 #include "common/job_error.h"
 #include "workers/engine/search.h"
+#include "tests/engine/ptq_fixture.h"
 
 namespace ompq::engine {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string Input(const std::string& name) { return std::string(OMPQ_PTQ_INPUTS_DIR) + "/" + name; }
-
-std::string ReadFile(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-class QuantizeTest : public ::testing::Test {
+class QuantizeTest : public PtqFixture {
  protected:
-  void SetUp() override {
-    out_ = fs::temp_directory_path() /
-           ("ompq-quantize-test-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(out_);
-  }
-  void TearDown() override { fs::remove_all(out_); }
-
-  // The search's report at about 4 bits per weight on average.
-  nlohmann::json Search() {
-    SearchOptions search;
-    search.model_path = Input("model.pt");
-    search.calib_path = Input("calib.pt");
-    search.size_budget_bytes = 150 * 1024;
-    absl::StatusOr<SearchResult> result = RunSearch(search, nullptr);
-    EXPECT_TRUE(result.ok()) << result.status();
-    return result.ok() ? result->report : nlohmann::json();
-  }
-
   QuantizeOptions Options(const std::string& finetune) {
     QuantizeOptions options;
     options.model_path = Input("model.pt");
@@ -65,8 +38,6 @@ class QuantizeTest : public ::testing::Test {
     options.out_dir = out_.string();
     return options;
   }
-
-  fs::path out_;
 };
 
 TEST_F(QuantizeTest, PtqBeatsNearestRoundingAndExportsAModelPythonAgreesWith) {
