@@ -112,12 +112,52 @@ TEST(ReportHtml, SelfContainedWithChartsAndEscapedNames) {
   EXPECT_NE(html.find("8.9\u00d7"), std::string::npos);  // 14019488 / 1571990.
 }
 
+TEST(ReportHtml, ShowsHowTheWeightsWereFinetuned) {
+  json ptq = SampleReport(true);
+  ptq["quantization"] = {
+      {"finetune", "ptq"},
+      {"act_bits", 4},
+      {"calib_samples", 256},
+      {"iters", 200},
+      {"seed", 0},
+      {"units",
+       {{{"layers", {"features.1.conv.0.0", "features.1.conv.2"}},
+         {"method", "brecq"},
+         {"mse_nearest", 0.02},
+         {"mse", 0.015},
+         {"samples", 256}},
+        {{"layers", {"classifier.1"}}, {"method", "adaround"}, {"mse_nearest", 0.5},
+         {"mse", nullptr}, {"samples", 256}}}}};
+  std::string html = RenderReportHtml(ptq);
+  EXPECT_NE(html.find("<h2>Quantization</h2>"), std::string::npos);
+  EXPECT_NE(html.find("features.1.conv.0.0, features.1.conv.2"), std::string::npos);
+  EXPECT_NE(html.find(">brecq<"), std::string::npos);
+  EXPECT_NE(html.find("-25.0%"), std::string::npos);  // (0.015 - 0.02) / 0.02.
+  EXPECT_NE(html.find(">200<"), std::string::npos);   // iterations, shown for PTQ.
+
+  json qat = SampleReport(true);
+  qat["quantization"] = {{"finetune", "qat"},
+                         {"iters", 0},
+                         {"qat",
+                          {{"epochs", 1},
+                           {"lr", 0.001},
+                           {"train_loss_after", 0.6757530727},
+                           {"optimizer", "adam<>"}}}};
+  html = RenderReportHtml(qat);
+  EXPECT_NE(html.find("Quantization-aware training"), std::string::npos);
+  EXPECT_NE(html.find("train loss after</th><td>0.6758<"), std::string::npos);
+  EXPECT_NE(html.find("adam&lt;&gt;"), std::string::npos);
+  EXPECT_EQ(html.find("reconstruction iterations"), std::string::npos);  // Not for QAT.
+  EXPECT_EQ(html.find("Reconstruction units"), std::string::npos);
+}
+
 TEST(ReportHtml, OptionalFieldsMayBeMissingOrNull) {
   json report = SampleReport(false);
   report["budget"] = {{"size_bytes", nullptr}, {"bops", 80000000000LL}};
   report.erase("timings_seconds");
   const std::string html = RenderReportHtml(report);
   EXPECT_EQ(html.find("Top-1"), std::string::npos);  // No accuracy section without data.
+  EXPECT_EQ(html.find("<h2>Quantization</h2>"), std::string::npos);
   EXPECT_NE(html.find("no size budget"), std::string::npos);
   EXPECT_NE(html.find("of the 80 G budget"), std::string::npos);
   // Even an empty document renders a page rather than throwing.

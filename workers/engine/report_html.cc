@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -185,6 +186,7 @@ main{max-width:1320px;margin:0 auto;padding:24px 40px 48px}
 section{background:var(--card);border:1px solid var(--line);border-radius:12px;padding:20px 24px;
  margin-bottom:22px;box-shadow:0 1px 2px rgba(20,30,50,.04)}
 h2{font-size:17px;margin:0 0 4px}
+h3{font-size:14px;margin:18px 0 4px}
 .note{color:var(--muted);font-size:13px;margin:0 0 14px}
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(185px,1fr));gap:16px;margin-bottom:22px}
 .card{background:var(--card);border:1px solid var(--line);border-radius:12px;padding:16px 18px}
@@ -540,9 +542,77 @@ std::string AccuracySection(const json& acc) {
   return svg + "</svg>";
 }
 
+// How the weights were finetuned: the settings, then the PTQ reconstruction units (AdaRound
+// per layer, BRECQ per residual block) with their errors, or the QAT run's figures.
+std::string QuantizationSection(const json& q) {
+  auto value = [&](const char* key) -> std::string {
+    const json* v = Get(q, key);
+    if (v == nullptr) return "n/a";
+    return v->is_string() ? Escape(v->get<std::string>()) : Escape(v->dump());
+  };
+  const std::string finetune = Str(q, "finetune", "n/a");
+  std::string out = "<div class=\"tablewrap\"><table><tbody>";
+  const char* rows[][2] = {{"finetune", "finetuning"},
+                           {"act_bits", "activation bits"},
+                           {"calib_samples", "calibration samples"},
+                           {"iters", "reconstruction iterations per unit"},
+                           {"seed", "seed"},
+                           {"weights", "weight quantizers"},
+                           {"activations", "activation quantizers"}};
+  for (const auto& row : rows) {
+    if (std::string(row[0]) == "iters" && finetune != "ptq") continue;
+    absl::StrAppend(&out, "<tr><th>", row[1], "</th><td>", value(row[0]), "</td></tr>");
+  }
+  out += "</tbody></table></div>";
+
+  if (const json* units = Get(q, "units"); units != nullptr && units->is_array()) {
+    absl::StrAppend(&out,
+                    "<h3>Reconstruction units</h3><p class=\"note\">Mean squared error of each "
+                    "unit's output against the float model's, with nearest rounding and after "
+                    "learned rounding (a residual block is reconstructed as one unit).</p>"
+                    "<div class=\"tablewrap\"><table><thead><tr><th>layers</th><th>method</th>"
+                    "<th class=\"num\">MSE nearest</th><th class=\"num\">MSE after</th>"
+                    "<th class=\"num\">change</th><th class=\"num\">samples</th></tr></thead>"
+                    "<tbody>");
+    for (const json& unit : *units) {
+      std::vector<std::string> names;
+      if (const json* l = Get(unit, "layers"); l != nullptr && l->is_array()) {
+        for (const json& n : *l) names.push_back(n.is_string() ? Escape(n.get<std::string>()) : "?");
+      }
+      const double before = Num(unit, "mse_nearest", NAN), after = Num(unit, "mse", NAN);
+      const std::string change = before > 0 && std::isfinite(after)
+                                     ? absl::StrFormat("%+.1f%%", 100 * (after - before) / before)
+                                     : "n/a";
+      absl::StrAppendFormat(&out,
+                            "<tr><td class=\"name\">%s</td><td>%s</td><td class=\"num\">%.4g</td>"
+                            "<td class=\"num\">%.4g</td><td class=\"num\">%s</td>"
+                            "<td class=\"num\">%.0f</td></tr>",
+                            absl::StrJoin(names, ", "), Escape(Str(unit, "method", "n/a")), before,
+                            after, change, Num(unit, "samples", NAN));
+    }
+    out += "</tbody></table></div>";
+  }
+
+  if (const json* qat = Get(q, "qat"); qat != nullptr && qat->is_object()) {
+    out += "<h3>Quantization-aware training</h3><div class=\"tablewrap\"><table><tbody>";
+    for (const auto& [key, v] : qat->items()) {
+      absl::StrAppend(&out, "<tr><th>", Escape(absl::StrReplaceAll(key, {{"_", " "}})),
+                      "</th><td>",
+                      v.is_string()            ? Escape(v.get<std::string>())
+                      : v.is_number_float()    ? absl::StrFormat("%.4g", v.get<double>())
+                                               : Escape(v.dump()),
+                      "</td></tr>");
+    }
+    out += "</tbody></table></div>";
+  }
+  return out;
+}
+
 std::string TimingSection(const json& timings) {
-  const char* stages[] = {"analyze", "orthogonality", "solve", "finetune", "evaluate", "export"};
-  const char* colors[] = {"#346eb4", "#8b6bd1", "#2e9d6e", "#e09a2c", "#d64541", "#7c8699"};
+  const char* stages[] = {"analyze",  "orthogonality", "solve", "calibrate",
+                          "finetune", "evaluate",      "export"};
+  const char* colors[] = {"#346eb4", "#8b6bd1", "#2e9d6e", "#3aa6b9",
+                          "#e09a2c", "#d64541", "#7c8699"};
   double sum = 0;
   for (const char* s : stages) sum += std::max(0.0, Num(timings, s));
   const double total = std::max(Num(timings, "total", sum), sum);
@@ -553,7 +623,7 @@ std::string TimingSection(const json& timings) {
   double x = 0;
   int k = 0;
   std::string legend;
-  for (int i = 0; i < 6; ++i) {
+  for (size_t i = 0; i < std::size(stages); ++i) {
     if (!HasNumber(timings, stages[i])) continue;
     const double t = std::max(0.0, Num(timings, stages[i]));
     const double w = 1240 * t / total;
@@ -562,7 +632,7 @@ std::string TimingSection(const json& timings) {
                           "<title>%s: %s</title></rect>",
                           x, w, colors[i], stages[i], Seconds(t));
     x += w;
-    const double lx = 190.0 * k++;
+    const double lx = 170.0 * k++;
     absl::StrAppendFormat(&legend,
                           "<rect x=\"%.0f\" y=\"50\" width=\"12\" height=\"12\" rx=\"2\" "
                           "fill=\"%s\"/><text x=\"%.0f\" y=\"60\" font-size=\"12.5\" "
@@ -649,6 +719,12 @@ std::string RenderReportHtml(const nlohmann::json& report) {
                     "<section><h2>Accuracy</h2><p class=\"note\">Top-1 on the evaluation "
                     "data.</p>",
                     AccuracySection(acc), "</section>");
+  }
+
+  const json& quantization = Obj(report, "quantization");
+  if (!quantization.empty()) {
+    absl::StrAppend(&html, "<section><h2>Quantization</h2>", QuantizationSection(quantization),
+                    "</section>");
   }
 
   absl::StrAppend(&html, "<section><h2>Layers</h2><p class=\"note\">",
