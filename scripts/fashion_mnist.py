@@ -20,7 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-DATA_DIR = "/usr/share/datasets/fashion-mnist"
+# OMPQ_FASHION_MNIST_DIR: a copy of the files elsewhere (e.g. on a GPU host without the package).
+DATA_DIR = os.environ.get("OMPQ_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST training-set statistics.
 
 

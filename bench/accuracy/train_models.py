@@ -15,6 +15,14 @@ loader and normalisation as the demo). Writes into CACHE/<model> (default
   meta.json  FP32 top-1 on the full test split and on eval.pt, epochs, training seconds
 Re-running with the same arguments reuses the cached files.
 Run with `nice -n 10`: the machine is shared.
+
+On a GPU host (any PyTorch; set OMPQ_FASHION_MNIST_DIR to a copy of the dataset files):
+  train_models.py mobilenet --device cuda --budget-minutes 0 --epochs 30 --export-weights DIR
+writes DIR/<model>_weights.npz (the state dict as numpy arrays, readable by any PyTorch) and
+DIR/<model>_train.json. Then here, with Debian's PyTorch:
+  train_models.py mobilenet --import-weights DIR/<model>_weights.npz
+loads them, evaluates on the test split and writes the cache files above, so the TorchScript
+the study quantizes always comes from Debian's PyTorch.
 """
 import argparse
 import hashlib
@@ -23,6 +31,7 @@ import os
 import sys
 import time
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -126,14 +135,15 @@ def augment(x, pad=2):
     """Random crop with zero padding (in normalised units: the background value) and a
     random horizontal flip, per sample."""
     b, _, h, w = x.shape
+    dev = x.device
     background = float(x.min())
     padded = F.pad(x, (pad, pad, pad, pad), value=background)
-    oy = torch.randint(0, 2 * pad + 1, (b,))
-    ox = torch.randint(0, 2 * pad + 1, (b,))
-    rows = (oy[:, None] + torch.arange(h))[:, :, None]
-    cols = (ox[:, None] + torch.arange(w))[:, None, :]
-    out = padded[torch.arange(b)[:, None, None], 0, rows, cols].unsqueeze(1)
-    flip = torch.rand(b) < 0.5
+    oy = torch.randint(0, 2 * pad + 1, (b,), device=dev)
+    ox = torch.randint(0, 2 * pad + 1, (b,), device=dev)
+    rows = (oy[:, None] + torch.arange(h, device=dev))[:, :, None]
+    cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, :]
+    out = padded[torch.arange(b, device=dev)[:, None, None], 0, rows, cols].unsqueeze(1)
+    flip = torch.rand(b, device=dev) < 0.5
     out[flip] = out[flip].flip(-1)
     return out
 
@@ -151,7 +161,8 @@ def train_one(name, args):
     # training settings are recorded in meta.json. --retrain forces a new training.
     wanted = {"model": name, "arch": arch_digest(name), "eval_samples": args.eval_samples,
               "seed": args.seed}
-    if os.path.exists(meta_path) and not args.retrain and not args.resume:
+    reuse = not (args.retrain or args.resume or args.import_weights or args.export_weights)
+    if os.path.exists(meta_path) and reuse:
         with open(meta_path) as f:
             meta = json.load(f)
         if all(meta.get(k) == v for k, v in wanted.items()) and all(
@@ -169,6 +180,8 @@ def train_one(name, args):
 
     model = MODELS[name]()
     previous = None
+    if args.import_weights:
+        return import_weights(name, model, args, out_dir, wanted, train_x, test_x, test_y)
     if args.resume:
         # A second OneCycle from the cached weights (when the first budget was too short).
         with open(meta_path) as f:
@@ -176,7 +189,12 @@ def train_one(name, args):
         model.load_state_dict(torch.jit.load(os.path.join(out_dir, "model.pt")).state_dict())
         print(f"{name}: resuming from {out_dir} (FP32 top-1 {previous['fp32_top1']:.4f})")
     params = sum(p.numel() for p in model.parameters())
-    print(f"{name}: {params} parameters, {len(train_x)} training images", flush=True)
+    print(f"{name}: {params} parameters, {len(train_x)} training images, on {args.device}",
+          flush=True)
+    dev = torch.device(args.device)
+    model.to(dev)
+    train_x, train_y = train_x.to(dev), train_y.to(dev)
+    test_x_dev, test_y_dev = test_x.to(dev), test_y.to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4,
                           nesterov=True)
     steps_per_epoch = (len(train_x) + args.batch - 1) // args.batch
@@ -196,7 +214,7 @@ def train_one(name, args):
         for g in opt.param_groups:
             g["lr"] = args.lr / 25
         for _ in range(args.probe_steps):
-            idx = torch.randint(0, len(train_x), (args.batch,))
+            idx = torch.randint(0, len(train_x), (args.batch,), device=dev)
             step(train_x[idx], train_y[idx])
         per_step = (time.time() - start) / args.probe_steps
         total_steps = max(min(total_steps, int(args.budget_minutes * 60 / per_step)),
@@ -204,26 +222,84 @@ def train_one(name, args):
         print(f"{name}: {per_step:.2f} s per step -> {total_steps} steps "
               f"({total_steps / steps_per_epoch:.2f} epochs)", flush=True)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=total_steps)
-    acc, done, epoch = 0.0, 0, 0
+    acc, done, epoch, history = 0.0, 0, 0, []
     while done < total_steps:
         model.train()
-        perm = torch.randperm(len(train_x))
+        perm = torch.randperm(len(train_x), device=dev)
         for i in range(0, len(train_x), args.batch):
             idx = perm[i:i + args.batch]
             step(train_x[idx], train_y[idx])
             sched.step()
             done += 1
-            if done % 50 == 0:
+            if done % 50 == 0 and dev.type == "cpu":
                 print(f"{name}: step {done}/{total_steps} ({time.time() - start:.0f} s)",
                       flush=True)
             if done >= total_steps:
                 break
         epoch += 1
-        acc = evaluate(model, test_x, test_y)
+        acc = evaluate(model, test_x_dev, test_y_dev)
+        history.append(acc)
         print(f"{name}: epoch {epoch}: test top-1 {acc:.4f} ({time.time() - start:.0f} s)",
               flush=True)
     seconds = round(time.time() - start, 1)
+    model.to("cpu")
+    train_x = train_x.cpu()
+    facts = dict(epochs=args.epochs, budget_minutes=args.budget_minutes, lr=args.lr,
+                 batch=args.batch, augment=not args.no_augment, params=params, steps=total_steps,
+                 epochs_trained=round(total_steps / steps_per_epoch, 2), train_seconds=seconds,
+                 train_samples=len(train_x), device=device_name(dev),
+                 torch_version=torch.__version__, test_top1_per_epoch=history)
+    if args.export_weights:
+        os.makedirs(args.export_weights, exist_ok=True)
+        np.savez(os.path.join(args.export_weights, f"{name}_weights.npz"),
+                 **{k: v.numpy() for k, v in model.state_dict().items()})
+        with open(os.path.join(args.export_weights, f"{name}_train.json"), "w") as f:
+            json.dump(dict(wanted, fp32_top1=acc, **facts), f, indent=2)
+        print(f"{name}: wrote {args.export_weights}/{name}_weights.npz (test top-1 {acc:.4f})")
+        return None
 
+    meta = write_cache(model, args, out_dir, train_x, test_x, test_y,
+                       dict(wanted, fp32_top1=acc, **facts))
+    if previous is not None:
+        meta["previous_cycles"] = previous.get("previous_cycles", []) + [
+            {k: previous.get(k) for k in ("steps", "epochs_trained", "train_seconds", "fp32_top1",
+                                          "budget_minutes", "lr")}]
+        meta["epochs_trained_total"] = round(meta["epochs_trained"] + sum(
+            c["epochs_trained"] for c in meta["previous_cycles"]), 2)
+        meta["train_seconds_total"] = round(seconds + sum(
+            c["train_seconds"] for c in meta["previous_cycles"]), 1)
+        with open(meta_path, "w") as f:
+            json.dump(meta, f, indent=2)
+    return meta
+
+
+def device_name(dev):
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+
+
+def import_weights(name, model, args, out_dir, wanted, train_x, test_x, test_y):
+    """Weights trained elsewhere (--export-weights): loaded into the model defined here,
+    evaluated here on the full test split, traced with this PyTorch."""
+    arrays = np.load(args.import_weights)
+    # strict: every name and shape must match the architecture defined here.
+    model.load_state_dict({k: torch.from_numpy(arrays[k]) for k in arrays.files})
+    facts_path = args.import_weights.replace("_weights.npz", "_train.json")
+    facts = {}
+    if os.path.exists(facts_path):
+        with open(facts_path) as f:
+            facts = json.load(f)
+    reported = facts.pop("fp32_top1", None)
+    acc = evaluate(model, test_x, test_y)
+    print(f"{name}: imported {args.import_weights}: test top-1 {acc:.4f} here "
+          f"({reported} where it was trained)", flush=True)
+    facts.update(wanted, fp32_top1=acc, fp32_top1_where_trained=reported,
+                 imported_from=os.path.basename(args.import_weights))
+    return write_cache(model, args, out_dir, train_x, test_x, test_y, facts)
+
+
+def write_cache(model, args, out_dir, train_x, test_x, test_y, meta):
+    """model.pt (traced here), calib.pt, eval.pt and meta.json."""
+    name = meta["model"]
     model.eval()
     traced = torch.jit.trace(model, train_x[:2])
     traced.save(os.path.join(out_dir, "model.pt"))
@@ -237,23 +313,10 @@ def train_one(name, args):
         eval_idx = torch.randperm(len(test_x), generator=gen)[:args.eval_samples].sort().values
     eval_x, eval_y = test_x[eval_idx].contiguous(), test_y[eval_idx].contiguous()
     torch.save({"inputs": eval_x, "labels": eval_y}, os.path.join(out_dir, "eval.pt"))
-    meta = dict(wanted, epochs=args.epochs, budget_minutes=args.budget_minutes, lr=args.lr,
-                batch=args.batch, augment=not args.no_augment,
-                params=params, fp32_top1=acc, steps=total_steps,
-                epochs_trained=round(total_steps / steps_per_epoch, 2),
-                fp32_top1_eval_subset=evaluate(traced, eval_x, eval_y),
-                train_seconds=seconds, train_samples=len(train_x))
-    if previous is not None:
-        meta["previous_cycles"] = previous.get("previous_cycles", []) + [
-            {k: previous.get(k) for k in ("steps", "epochs_trained", "train_seconds", "fp32_top1",
-                                          "budget_minutes", "lr")}]
-        meta["epochs_trained_total"] = round(meta["epochs_trained"] + sum(
-            c["epochs_trained"] for c in meta["previous_cycles"]), 2)
-        meta["train_seconds_total"] = round(seconds + sum(
-            c["train_seconds"] for c in meta["previous_cycles"]), 1)
-    with open(meta_path, "w") as f:
+    meta["fp32_top1_eval_subset"] = evaluate(traced, eval_x, eval_y)
+    with open(os.path.join(out_dir, "meta.json"), "w") as f:
         json.dump(meta, f, indent=2)
-    print(f"{name}: wrote {out_dir} (FP32 top-1 {acc:.4f} full test split, "
+    print(f"{name}: wrote {out_dir} (FP32 top-1 {meta['fp32_top1']:.4f} full test split, "
           f"{meta['fp32_top1_eval_subset']:.4f} on eval.pt)", flush=True)
     return meta
 
@@ -281,6 +344,11 @@ def main():
                         help="train for as many steps as fit (timed on --probe-steps); 0: all "
                              "--epochs")
     parser.add_argument("--probe-steps", type=int, default=10)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    parser.add_argument("--export-weights", metavar="DIR",
+                        help="train, then write DIR/<model>_weights.npz and _train.json only")
+    parser.add_argument("--import-weights", metavar="NPZ",
+                        help="no training: load weights written by --export-weights")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     for name in args.models:
