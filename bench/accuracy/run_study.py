@@ -12,7 +12,13 @@ the model sizes of uniform B-bit weights (B in --bits), the first and last layer
   random   --random-seeds allocations drawn per layer from the candidate bit-widths, kept
            only if BUDGET*--random-min-fill <= size <= BUDGET, one exact pin per layer
 all with the same finetuning (--finetune, --iters, --calib-samples) and evaluation.
+With --finetune qat every run trains on the same --qat-train-samples labelled training images
+(a seeded subset of the training split, written once to CACHE/<model>/train_<N>.pt) for
+--epochs at --lr.
 With --betas, OMPQ also runs at the --beta-bits budget (act bits 8) with each beta.
+With --between-bits (e.g. 2.5 3.5), OMPQ also runs at the sizes of those average weight
+bit-widths, where no uniform allocation exists: the points of its curve between the uniform
+ones (phase 5).
 
 Every run's report.json stays in WORK/<model>/<run>/ and its figures go into --results;
 re-running skips runs whose report already exists (resumable).
@@ -20,6 +26,7 @@ re-running skips runs whose report already exists (resumable).
 import argparse
 import concurrent.futures
 import json
+import math
 import os
 import random
 import re
@@ -39,7 +46,7 @@ def size_bytes(layers, bits, other_bytes):
     """What the engine reports as result.size_bytes (bit_allocation.cc AllocationSizeBytes):
     ceil(sum(params * bits) / 8) + other_bytes."""
     weight_bits = sum(layer["params"] * b for layer, b in zip(layers, bits))
-    return (weight_bits + 7) // 8 + other_bytes
+    return int(math.ceil(weight_bits / 8)) + other_bytes
 
 
 def bops(layers, bits, act_bits):
@@ -101,6 +108,9 @@ class Study:
             "pin_first_last": args.pin_first_last, "bits": args.bits, "act_bits": args.act_bits,
             "random_seeds": args.random_seeds, "random_min_fill": args.random_min_fill,
             "betas": args.betas, "beta_bits": args.beta_bits, "eval": not args.no_eval}
+        if args.finetune == "qat":
+            self.results["settings"].update(epochs=args.epochs, lr=args.lr,
+                                            qat_train_samples=args.qat_train_samples)
 
     def save(self):
         tmp = self.args.results + ".tmp"
@@ -123,6 +133,9 @@ class Study:
                    "--calib-samples", str(self.args.calib_samples), "--out", out + ".partial"]
             if finetune == "ptq":
                 cmd += ["--iters", str(self.args.iters)]
+            if finetune == "qat":
+                cmd += ["--train", self.qat_train_file(model), "--epochs", str(self.args.epochs),
+                        "--lr", str(self.args.lr)]
             if not self.args.no_eval and finetune != "none":
                 cmd += ["--eval", os.path.join(data, "eval.pt")]
             cmd += extra
@@ -141,6 +154,22 @@ class Study:
             report = json.load(f)
         report["_dir"] = out
         return report
+
+    def qat_train_file(self, model):
+        """--qat-train-samples labelled training images (seeded), the same for every run."""
+        n = self.args.qat_train_samples
+        path = os.path.join(self.args.cache, model, f"train_{n}.pt")
+        with self.lock:
+            if not os.path.exists(path):
+                import torch
+                sys.path.insert(0, os.path.join(REPO, "scripts"))
+                from fashion_mnist import load_split
+                images, labels = load_split("train")
+                idx = torch.randperm(len(labels), generator=torch.Generator().manual_seed(3))[:n]
+                torch.save({"inputs": images[idx].contiguous(), "labels": labels[idx].contiguous()},
+                           path + ".tmp")
+                os.replace(path + ".tmp", path)
+        return path
 
     def torch_top1(self, model, out):
         """Top-1 of the exported model_quantized.pt on eval.pt, in Python (torch.jit.load):
@@ -234,6 +263,13 @@ class Study:
                     fields["row"] = f"random{seed}-w{b}-a{act}"
                     runs.append((3 if act == 8 else 4, rid, budget, act,
                                  self.pin_args(layers, bits), fields))
+        for b in a.between_bits:
+            budget = size_bytes(layers, [p or b for p in pinned], other)
+            budgets[b] = budget
+            for act in a.act_bits:
+                runs.append((5, f"ompq-w{b:g}-a{act}", budget, act, [],
+                             dict(method="ompq", beta=None, act_bits=act, weight_bits=b,
+                                  budget_bytes=budget)))
         for beta in a.betas:
             budget = budgets[a.beta_bits]
             runs.append((2, f"ompq-beta{beta:g}-w{a.beta_bits}-a8", budget, 8,
@@ -303,20 +339,26 @@ def main():
     p.add_argument("--bits", type=int, nargs="+", default=[2, 3, 4])
     p.add_argument("--act-bits", type=int, nargs="+", default=[8, 4])
     p.add_argument("--pin-first-last", type=int, default=8)
-    p.add_argument("--finetune", default="ptq", choices=["ptq", "none"])
+    p.add_argument("--finetune", default="ptq", choices=["ptq", "qat", "none"])
     p.add_argument("--iters", type=int, default=200)
     p.add_argument("--calib-samples", type=int, default=512)
+    p.add_argument("--qat-train-samples", type=int, default=10000,
+                   help="QAT: labelled training images per run")
+    p.add_argument("--epochs", type=int, default=1, help="QAT epochs")
+    p.add_argument("--lr", type=float, default=1e-4, help="QAT learning rate")
     p.add_argument("--random-seeds", type=int, default=5)
     p.add_argument("--random-min-fill", type=float, default=0.97)
     p.add_argument("--betas", type=float, nargs="*", default=[0.5, 2, 5],
                    help="extra OMPQ runs at --beta-bits (act 8); beta 1 is the default run")
     p.add_argument("--beta-bits", type=int, default=3)
+    p.add_argument("--between-bits", type=float, nargs="*", default=[],
+                   help="OMPQ-only runs at these average weight bit-widths' sizes (phase 5)")
     p.add_argument("--no-eval", action="store_true", help="no --eval (service without it)")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs at a time (the server gets as many local workers)")
     p.add_argument("--phases", type=int, nargs="*",
                    help="only these phases: 0 OMPQ+uniform act 8, 1 the same at act 4, "
-                        "2 beta, 3 random act 8, 4 random act 4")
+                        "2 beta, 3 random act 8, 4 random act 4, 5 --between-bits")
     p.add_argument("--dry-run", action="store_true",
                    help="run only the probe jobs and print the planned runs")
     args = p.parse_args()
