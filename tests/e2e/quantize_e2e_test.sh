@@ -8,68 +8,11 @@
 # worker.
 #
 # Usage: quantize_e2e_test.sh BIN_DIR   (ctest passes the build's bin/)
-set -euo pipefail
-
-BIN=$(cd "${1:?usage: quantize_e2e_test.sh BIN_DIR}" && pwd)
-HERE=$(cd "$(dirname "$0")" && pwd)
-PY=/usr/bin/python3  # Debian's python3 with python3-torch, not whatever is first on PATH.
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/ompq-e2e.XXXXXX")
-SERVER_PID=""
-WORKER_PID=""
-
-cleanup() {
-  local rc=$?
-  if [[ -n "$WORKER_PID" ]]; then kill -KILL "$WORKER_PID" 2>/dev/null || true; fi
-  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-  fi
-  if [[ $rc -ne 0 && -f "$WORK/server.log" ]]; then
-    echo "--- last lines of the server log:" >&2
-    tail -n 40 "$WORK/server.log" >&2
-    if [[ -f "$WORK/worker.log" ]]; then
-      echo "--- last lines of the remote worker log:" >&2
-      tail -n 20 "$WORK/worker.log" >&2
-    fi
-  fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-fail() { echo "FAIL: $*" >&2; exit 1; }
-pass() { echo "ok: $*"; }
-
-# run_ctl EXPECTED_EXIT NAME ARGS...: runs ompqctl (bounded in time) with stdout in
-# $WORK/NAME.out and stderr in $WORK/NAME.err, and checks its exit code.
-run_ctl() {
-  local expected=$1 name=$2
-  shift 2
-  local rc=0
-  timeout 300 "$BIN/ompqctl" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" || rc=$?
-  if [[ $rc -ne $expected ]]; then
-    echo "--- stdout:" >&2; cat "$WORK/$name.out" >&2
-    echo "--- stderr:" >&2; cat "$WORK/$name.err" >&2
-    fail "$name: ompqctl $* exited $rc, expected $expected"
-  fi
-}
-
-# json_get FILE EXPR: evaluates a Python expression over the JSON document `d` in FILE;
-# fails when FILE is not exactly one JSON document.
-json_get() {
-  "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
-}
-
-for binary in ompq-server ompq-worker ompqctl; do
-  [[ -x "$BIN/$binary" ]] || fail "$BIN/$binary is not built"
-done
+source "$(dirname "$0")/lib.sh"
+e2e_init "$@"
 
 # --- Inputs ----------------------------------------------------------------------------
-timeout 120 "$PY" "$HERE/make_model.py" "$WORK/in" >"$WORK/sizes.json"
-SIZE_2BIT=$(json_get "$WORK/sizes.json" 'd["size_2bit"]')
-SIZE_8BIT=$(json_get "$WORK/sizes.json" 'd["size_8bit"]')
-BUDGET=$(( (SIZE_2BIT + SIZE_8BIT) / 2 ))
-pass "model made; budget $BUDGET bytes (2-bit $SIZE_2BIT, 8-bit $SIZE_8BIT)"
+make_inputs
 
 # --- No server yet: unreachable is exit 4 with advice -----------------------------------
 run_ctl 4 unreachable --server 127.0.0.1:1 get jobs/x
@@ -77,40 +20,6 @@ grep -q -- "--server" "$WORK/unreachable.err" || fail "unreachable: no advice in
 pass "unreachable server: exit 4"
 
 # --- Server ------------------------------------------------------------------------------
-# start_server NAME [FLAGS...]: starts ompq-server on a free port with its state in
-# $WORK/NAME and points ompqctl at it (OMPQ_SERVER).
-start_server() {
-  local name=$1
-  shift
-  "$BIN/ompq-server" --listen 127.0.0.1:0 --port-file "$WORK/$name.port" \
-    --data-dir "$WORK/$name" --metrics-listen 127.0.0.1:0 "$@" >>"$WORK/server.log" 2>&1 &
-  SERVER_PID=$!
-  for _ in $(seq 300); do
-    [[ -s "$WORK/$name.port" ]] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || fail "ompq-server exited at start"
-    sleep 0.1
-  done
-  [[ -s "$WORK/$name.port" ]] || fail "ompq-server wrote no port file within 30 s"
-  export OMPQ_SERVER="127.0.0.1:$(tr -d '[:space:]' <"$WORK/$name.port")"
-  pass "server '$name' up at $OMPQ_SERVER"
-}
-
-# wait_for_exit PID: waits up to 30 s for PID to exit; returns its exit code.
-wait_for_exit() {
-  for _ in $(seq 300); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$1" 2>/dev/null && fail "process $1 still running 30 s after SIGTERM"
-  wait "$1"
-}
-
-# stop_server: SIGTERM, then the server must drain and exit 0.
-stop_server() {
-  kill -TERM "$SERVER_PID"
-  local rc=0
-  wait_for_exit "$SERVER_PID" || rc=$?
-  SERVER_PID=""
-  [[ $rc -eq 0 ]] || fail "ompq-server exited $rc after SIGTERM"
-}
-
 start_server main
 
 cd "$WORK/in"
@@ -275,9 +184,8 @@ run_ctl 1 cancelled wait "$DOOMED" --timeout 30s --output json
 [[ $(json_get "$WORK/cancelled.out" 'd["state"]') == CANCELLED ]] || fail "cancel: state"
 pass "cancel of a queued job: wait exits 1 with CANCELLED"
 
-"$BIN/ompq-worker" --server "$OMPQ_SERVER" --worker-id remote-1 --work-dir "$WORK/remote-1" \
-  --device cpu >"$WORK/worker.log" 2>&1 &
-WORKER_PID=$!
+start_worker remote-1
+WORKER_PID=$LAST_PID
 run_ctl 0 remote_wait wait "$QUEUED" --timeout 5m --output json
 [[ $(json_get "$WORK/remote_wait.out" 'd["state"]') == SUCCEEDED ]] || fail "remote: state"
 run_ctl 0 remote_download download "$QUEUED" --out "$WORK/remote"
@@ -286,7 +194,6 @@ run_ctl 0 remote_download download "$QUEUED" --out "$WORK/remote"
 kill -TERM "$WORKER_PID"
 rc=0
 wait_for_exit "$WORKER_PID" || rc=$?
-WORKER_PID=""
 [[ $rc -eq 0 ]] || fail "ompq-worker exited $rc after SIGTERM"
 [[ -z "$(ls -A "$WORK/remote-1/jobs" 2>/dev/null)" ]] || fail "worker left job files behind"
 pass "remote ompq-worker ran the queued job and stopped cleanly on SIGTERM"
