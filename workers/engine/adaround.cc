@@ -170,6 +170,23 @@ torch::Tensor ReconstructionLoss(const torch::Tensor& output, const torch::Tenso
   return sq.sum() / static_cast<double>(std::max<int64_t>(positions, 1));
 }
 
+double BatchedMse(
+    int64_t n, int64_t batch_size,
+    const std::function<std::pair<torch::Tensor, torch::Tensor>(const torch::Tensor&)>& batch,
+    const std::function<torch::Tensor(const torch::Tensor&)>& forward) {
+  torch::NoGradGuard no_grad;
+  double sum = 0;
+  int64_t count = 0;
+  for (int64_t start = 0; start < n; start += batch_size) {
+    const int64_t end = std::min(n, start + batch_size);
+    auto [x, y] = batch(torch::arange(start, end, torch::kLong));
+    torch::Tensor out = forward(x);
+    sum += (out - y).to(torch::kDouble).pow(2).sum().item<double>();
+    count += out.numel();
+  }
+  return sum / static_cast<double>(std::max<int64_t>(count, 1));
+}
+
 absl::StatusOr<AdaRoundResult> RunAdaRound(const torch::Tensor& weight, const torch::Tensor& bias,
                                            const LayerOp& op, const QuantParams& params,
                                            const torch::Tensor& inputs,
@@ -210,17 +227,8 @@ absl::StatusOr<AdaRoundResult> RunAdaRound(const torch::Tensor& weight, const to
     };
     // Mean squared output error over all samples, for a fixed weight.
     auto mse = [&](const torch::Tensor& qw) {
-      torch::NoGradGuard no_grad;
-      double sum = 0;
-      int64_t count = 0;
-      for (int64_t start = 0; start < n; start += options.eval_batch_size) {
-        const int64_t end = std::min(n, start + options.eval_batch_size);
-        auto [x, y] = batch(torch::arange(start, end, torch::kLong));
-        torch::Tensor out = layer(x, qw, b);
-        sum += (out - y).to(torch::kDouble).pow(2).sum().item<double>();
-        count += out.numel();
-      }
-      return sum / static_cast<double>(std::max<int64_t>(count, 1));
+      return BatchedMse(n, options.eval_batch_size, batch,
+                        [&](const torch::Tensor& x) { return layer(x, qw, b); });
     };
 
     AdaRoundResult result;

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -99,6 +100,14 @@ std::optional<double> AdaRoundBeta(int64_t iter, const AdaRoundOptions& options)
 /// Reconstruction loss of a batch: squared error summed over the channel dimension (dim 1)
 /// and averaged over every other position (samples and spatial positions), as in BRECQ.
 torch::Tensor ReconstructionLoss(const torch::Tensor& output, const torch::Tensor& target);
+
+/// Mean squared error of `forward(x)` against `y` over samples [0, n), in batches of
+/// `batch_size`, where `batch(indices)` returns (x, y); no gradients. How AdaRound and BRECQ
+/// decide whether learned rounding beat nearest rounding.
+double BatchedMse(
+    int64_t n, int64_t batch_size,
+    const std::function<std::pair<torch::Tensor, torch::Tensor>(const torch::Tensor&)>& batch,
+    const std::function<torch::Tensor(const torch::Tensor&)>& forward);
 
 /// Called with the fraction of steps done; returning false stops the run (CANCELLED).
 using ProgressCallback = std::function<bool(double)>;

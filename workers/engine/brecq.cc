@@ -158,17 +158,8 @@ absl::StatusOr<BrecqResult> RunBlockReconstruction(
     };
     // Mean squared block output error over all samples, for fixed weights.
     auto mse = [&](const std::vector<torch::Tensor>& weights) {
-      torch::NoGradGuard no_grad;
-      double sum = 0;
-      int64_t count = 0;
-      for (int64_t start = 0; start < n; start += options.eval_batch_size) {
-        const int64_t end = std::min(n, start + options.eval_batch_size);
-        auto [x, y] = batch(torch::arange(start, end, torch::kLong));
-        torch::Tensor out = quantized.Run(module, x, weights);
-        sum += (out - y).to(torch::kDouble).pow(2).sum().item<double>();
-        count += out.numel();
-      }
-      return sum / static_cast<double>(std::max<int64_t>(count, 1));
+      return BatchedMse(n, options.eval_batch_size, batch,
+                        [&](const torch::Tensor& x) { return quantized.Run(module, x, weights); });
     };
 
     BrecqResult result;

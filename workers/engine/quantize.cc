@@ -186,23 +186,20 @@ std::unordered_map<int64_t, ProbeSession*>& ProbeRegistry()
 }
 std::atomic<int64_t> next_probe_session{1};
 
+// The session a probe op belongs to, or null once it has ended (the op passes through).
+ProbeSession* FindProbeSession(int64_t session) {
+  absl::MutexLock lock(&probe_registry_mutex);
+  auto it = ProbeRegistry().find(session);
+  return it != ProbeRegistry().end() ? it->second : nullptr;
+}
+
 at::Tensor ProbeOp(const at::Tensor& x, int64_t session, int64_t site) {
-  ProbeSession* probe = nullptr;
-  {
-    absl::MutexLock lock(&probe_registry_mutex);
-    auto it = ProbeRegistry().find(session);
-    if (it != ProbeRegistry().end()) probe = it->second;
-  }
+  ProbeSession* probe = FindProbeSession(session);
   return probe != nullptr ? probe->OnProbe(site, x) : x;
 }
 
 at::Tensor WeightProbeOp(const at::Tensor& w, int64_t session, int64_t site) {
-  ProbeSession* probe = nullptr;
-  {
-    absl::MutexLock lock(&probe_registry_mutex);
-    auto it = ProbeRegistry().find(session);
-    if (it != ProbeRegistry().end()) probe = it->second;
-  }
+  ProbeSession* probe = FindProbeSession(session);
   return probe != nullptr ? probe->OnWeight(site, w) : w;
 }
 
