@@ -1,0 +1,40 @@
+#!/usr/bin/python3
+"""Top-1 of a job's exported model_quantized.pt with whatever PyTorch runs this, on each
+device given, against the top-1 in its report.json (written by the service's LibTorch).
+
+  check_exported.py RUN_DIR EVAL_PT [--devices cpu cuda]
+
+RUN_DIR holds model_quantized.pt and report.json (a study run's folder); EVAL_PT is the
+eval.pt the job was evaluated on. Used on a GPU host with another PyTorch (docs/results.md).
+"""
+import argparse
+import json
+import os
+
+import torch
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run_dir")
+    p.add_argument("eval_pt")
+    p.add_argument("--devices", nargs="+", default=["cpu"])
+    args = p.parse_args()
+    with open(os.path.join(args.run_dir, "report.json")) as f:
+        reported = json.load(f)["accuracy"]["quantized"]
+    data = torch.load(args.eval_pt)
+    print(f"torch {torch.__version__}")
+    for dev in args.devices:
+        net = torch.jit.load(os.path.join(args.run_dir, "model_quantized.pt"),
+                             map_location=dev).eval()
+        x, y = data["inputs"].to(dev), data["labels"].to(dev)
+        with torch.no_grad():
+            correct = sum((net(x[i:i + 500]).argmax(1) == y[i:i + 500]).sum().item()
+                          for i in range(0, len(y), 500))
+        name = torch.cuda.get_device_name(dev) if dev.startswith("cuda") else "cpu"
+        print(f"{args.run_dir} on {name}: top-1 {correct / len(y):.4f}, "
+              f"report {reported:.4f}, difference {100 * (correct / len(y) - reported):+.2f} pt")
+
+
+if __name__ == "__main__":
+    main()
