@@ -13,6 +13,8 @@ import os
 
 import torch
 
+from run_study import exported_top1  # the study's own measurement (same folder)
+
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -22,18 +24,12 @@ def main():
     args = p.parse_args()
     with open(os.path.join(args.run_dir, "report.json")) as f:
         reported = json.load(f)["accuracy"]["quantized"]
-    data = torch.load(args.eval_pt)
     print(f"torch {torch.__version__}")
     for dev in args.devices:
-        net = torch.jit.load(os.path.join(args.run_dir, "model_quantized.pt"),
-                             map_location=dev).eval()
-        x, y = data["inputs"].to(dev), data["labels"].to(dev)
-        with torch.no_grad():
-            correct = sum((net(x[i:i + 500]).argmax(1) == y[i:i + 500]).sum().item()
-                          for i in range(0, len(y), 500))
+        top1 = exported_top1(args.run_dir, args.eval_pt, dev)
         name = torch.cuda.get_device_name(dev) if dev.startswith("cuda") else "cpu"
-        print(f"{args.run_dir} on {name}: top-1 {correct / len(y):.4f}, "
-              f"report {reported:.4f}, difference {100 * (correct / len(y) - reported):+.2f} pt")
+        print(f"{args.run_dir} on {name}: top-1 {top1:.4f}, report {reported:.4f}, "
+              f"difference {100 * (top1 - reported):+.2f} pt")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,23 @@ def bops(layers, bits, act_bits):
     return sum(layer["macs"] * act_bits * b for layer, b in zip(layers, bits))
 
 
+def exported_top1(run_dir, eval_pt, device="cpu"):
+    """Top-1 of RUN_DIR/model_quantized.pt on EVAL_PT ({"inputs", "labels"}) with this
+    Python's PyTorch on `device`; None when the job exported no model."""
+    import torch
+    path = os.path.join(run_dir, "model_quantized.pt")
+    if not os.path.exists(path):
+        return None
+    data = torch.load(eval_pt)
+    net = torch.jit.load(path, map_location=device).eval()
+    x, y = data["inputs"].to(device), data["labels"].to(device)
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(y), 500):
+            correct += (net(x[i:i + 500]).argmax(1) == y[i:i + 500]).sum().item()
+    return correct / len(y)
+
+
 def exact_pins(layers, bits):
     """One --pin per layer; RE2 full-matches the pattern, re.escape guards the dots."""
     return [f"{re.escape(layer['name'])}={b}" for layer, b in zip(layers, bits)]
@@ -174,18 +191,7 @@ class Study:
     def torch_top1(self, model, out):
         """Top-1 of the exported model_quantized.pt on eval.pt, in Python (torch.jit.load):
         the number a user gets, and a check of the report's own figure."""
-        import torch
-        path = os.path.join(out, "model_quantized.pt")
-        if not os.path.exists(path):
-            return None
-        data = torch.load(os.path.join(self.args.cache, model, "eval.pt"))
-        net = torch.jit.load(path).eval()
-        correct = 0
-        with torch.no_grad():
-            for i in range(0, len(data["labels"]), 500):
-                logits = net(data["inputs"][i:i + 500])
-                correct += (logits.argmax(1) == data["labels"][i:i + 500]).sum().item()
-        return correct / len(data["labels"])
+        return exported_top1(out, os.path.join(self.args.cache, model, "eval.pt"))
 
     def record(self, model, run_id, report, **fields):
         acc = report.get("accuracy") or {}
