@@ -6,7 +6,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <future>
 #include <mutex>
 #include <system_error>
 
@@ -120,19 +119,12 @@ absl::Status DownloadBlob(v1::BlobService::StubInterface& stub, const Connection
   request.set_digest(digest);
   auto reader = stub.Read(&context, request);
   v1::ReadBlobResponse chunk;
-  Sha256 sha;
+  ChunkHasher hasher;
   while (reader->Read(&chunk)) {
-    // Hash on another thread while the chunk is written (as the server's blob store does):
-    // the two take about as long, so a download is bound by the slower, not their sum.
     const std::string& data = chunk.data();
-    std::future<void> hashed;
-    if (data.size() >= (256 << 10)) {
-      hashed = std::async(std::launch::async, [&sha, &data] { sha.Update(data); });
-    } else {
-      sha.Update(data);
-    }
+    hasher.Start(data);  // Hashed while it is written, as the server's blob store does.
     out.write(data.data(), static_cast<std::streamsize>(data.size()));
-    if (hashed.valid()) hashed.get();
+    hasher.Wait();
   }
   absl::Status status = FromGrpcStatus(reader->Finish());
   out.close();
@@ -140,7 +132,7 @@ absl::Status DownloadBlob(v1::BlobService::StubInterface& stub, const Connection
     status = absl::DataLossError(absl::StrCat("error writing '", temp_path, "'"));
   }
   if (status.ok()) {
-    std::string got = sha.Finish();
+    std::string got = hasher.Finish();
     if (got != digest) {
       status = absl::DataLossError(
           absl::StrCat("downloaded bytes of ", digest, " hash to ", got, "; retry"));

@@ -36,6 +36,60 @@ std::string Sha256::Finish() {
       "sha256:", absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(out), len)));
 }
 
+namespace {
+// Below this a chunk is hashed in place: handing it over costs more than it saves.
+constexpr size_t kThreadedHashBytes = 256 << 10;
+}  // namespace
+
+ChunkHasher::~ChunkHasher() {
+  if (thread_.joinable()) {
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(this, &ChunkHasher::Idle));  // Its bytes may be going away.
+      stop_ = true;
+    }
+    thread_.join();
+  }
+}
+
+void ChunkHasher::Start(absl::string_view data) {
+  if (data.size() < kThreadedHashBytes) {
+    Wait();
+    sha_.Update(data);
+    return;
+  }
+  if (!thread_.joinable()) thread_ = std::thread([this] { HashOnThread(); });
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(this, &ChunkHasher::Idle));
+  pending_ = data;
+  busy_ = true;
+}
+
+void ChunkHasher::Wait() {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(this, &ChunkHasher::Idle));
+}
+
+std::string ChunkHasher::Finish() {
+  Wait();
+  return sha_.Finish();
+}
+
+void ChunkHasher::HashOnThread() {
+  for (;;) {
+    absl::string_view data;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(this, &ChunkHasher::HasWorkOrStop));
+      if (!busy_) return;  // stop_
+      data = pending_;
+    }
+    sha_.Update(data);
+    absl::MutexLock lock(&mu_);
+    busy_ = false;
+  }
+}
+
 std::string DigestOf(absl::string_view data) {
   Sha256 sha;
   sha.Update(data);

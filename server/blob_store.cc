@@ -8,7 +8,6 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <future>
 #include <system_error>
 
 #include "absl/strings/match.h"
@@ -17,6 +16,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/logging.h"
+#include "common/units.h"
 
 namespace ompq {
 namespace {
@@ -24,8 +24,8 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr char kTempPrefix[] = ".tmp-";
-// Appends at least this large hash on another thread while they are written.
-constexpr size_t kParallelHashBytes = 256 << 10;
+// Every this many written bytes the disk starts writing them out (see StartWriteBack).
+constexpr int64_t kWriteBackBytes = 8 << 20;
 // Temporary files younger than this may belong to a live upload of another replica.
 constexpr absl::Duration kStaleTempAge = absl::Hours(24);
 
@@ -85,24 +85,28 @@ absl::Status BlobWriter::Append(absl::string_view data) {
         absl::StrCat("blob ", digest_, ": received more than the declared size_bytes ",
                      expected_size_, "; send the file's exact size in the first message"));
   }
-  // Hashing and writing a chunk each take about as long (SHA-256 is ~1.5 GB/s with the
-  // CPU's SHA instructions; write() copies into the page cache): for a large chunk they
-  // run side by side, so an upload is bound by the slower, not by their sum. A thread per
-  // chunk costs tens of microseconds against a millisecond of work.
-  std::future<void> hashed;
-  if (data.size() >= kParallelHashBytes) {
-    hashed = std::async(std::launch::async, [this, data] { sha_.Update(data); });
-  } else {
-    sha_.Update(data);
-  }
+  hasher_.Start(data);  // Hashed while write() copies it into the page cache.
   absl::Status status = WriteAll(data);
-  if (hashed.valid()) {
-    hashed.get();  // Before anything else touches sha_, or the data goes away.
-  }
+  hasher_.Wait();  // Before the data goes away.
   if (!status.ok()) {
     Discard();
+    return status;
+  }
+  if (written_ - write_back_started_ >= kWriteBackBytes) {
+    StartWriteBack();
   }
   return status;
+}
+
+// Commit must fsync before the blob becomes visible. Left alone, the kernel writes nothing
+// until then, so a large upload received the whole file and then waited for the disk to
+// take all of it. Starting the write-out of what has arrived lets the disk work while the
+// rest is received; the final fsync waits only for the tail. Only a hint: a failure here
+// is caught by that fsync.
+void BlobWriter::StartWriteBack() {
+  ::sync_file_range(fd_, write_back_started_, written_ - write_back_started_,
+                    SYNC_FILE_RANGE_WRITE);
+  write_back_started_ = written_;
 }
 
 absl::Status BlobWriter::WriteAll(absl::string_view data) {
@@ -130,7 +134,7 @@ absl::StatusOr<bool> BlobWriter::Commit() {
         absl::StrCat("blob size mismatch: expected ", expected_size_, " bytes (size_bytes), got ",
                      written_, "; the upload was cut short or size_bytes is wrong"));
   }
-  const std::string actual = sha_.Finish();
+  const std::string actual = hasher_.Finish();
   if (actual != digest_) {
     Discard();
     return absl::InvalidArgumentError(
@@ -299,6 +303,18 @@ absl::StatusOr<std::unique_ptr<BlobWriter>> BlobStore::StartWrite(absl::string_v
   const int fd = ::mkostemp(temp_path.data(), O_CLOEXEC);
   if (fd < 0) {
     return ErrnoError("create temporary file in", dir);
+  }
+  // Reserving the whole blob up front fails an upload the disk cannot hold at its start,
+  // not gigabytes in, and lets the file system allocate the file in few pieces (and spend
+  // less per write). File systems without fallocate skip the reservation.
+  if (size_bytes > 0 && ::fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, size_bytes) != 0 &&
+      (errno == ENOSPC || errno == EDQUOT)) {
+    ::close(fd);
+    ::unlink(temp_path.c_str());
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the blob store has no room for ", size_bytes, " bytes (",
+                     FormatBytes(size_bytes), ") in '", dir,
+                     "': free disk space there or move --blob-dir to a larger volume"));
   }
   return std::unique_ptr<BlobWriter>(
       new BlobWriter(this, std::string(digest), size_bytes, std::move(temp_path), fd));

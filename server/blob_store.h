@@ -41,6 +41,7 @@ class BlobWriter {
   BlobWriter(BlobStore* store, std::string digest, int64_t size, std::string temp_path, int fd);
   void Discard();
   absl::Status WriteAll(absl::string_view data);
+  void StartWriteBack();
 
   BlobStore* store_;
   std::string digest_;
@@ -48,7 +49,8 @@ class BlobWriter {
   std::string temp_path_;
   int fd_;
   int64_t written_ = 0;
-  Sha256 sha_;
+  int64_t write_back_started_ = 0;  // Bytes handed to the disk before Commit's fsync.
+  ChunkHasher hasher_;
 };
 
 /// Reads one blob in chunks.

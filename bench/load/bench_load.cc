@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -68,6 +69,9 @@ ABSL_FLAG(int, seed_jobs, 500, "jobs created before measuring (so listings are f
 ABSL_FLAG(int64_t, blob_mib, 256, "size of the blob transfer file in MiB; 0 skips blobs");
 ABSL_FLAG(int, blob_repeats, 5, "repeats of each blob and disk-copy measurement");
 ABSL_FLAG(bool, job_api, true, "measure the job API (false: blob transfers only)");
+ABSL_FLAG(bool, hot_pages, true,
+          "before each blob measurement, write and delete a scratch file as large as the "
+          "blob, so every measurement writes into recently freed memory (see RunBlobs)");
 ABSL_FLAG(std::string, work_dir, "",
           "scratch directory (server data, files); default: a new one under /var/tmp");
 ABSL_FLAG(bool, keep, false, "keep the scratch directory");
@@ -530,6 +534,28 @@ size_t ReadSome(int fd, char* data, size_t n) {
   return filled;
 }
 
+// CPU seconds of the server process and of this one (the client's threads) over a span.
+class CpuMeter {
+ public:
+  explicit CpuMeter(pid_t server) : server_(server), server_start_(ProcessCpuSeconds(server)),
+                                    self_start_(SelfCpuSeconds()) {}
+  void Stop(std::pair<std::vector<double>, std::vector<double>>* into) const {
+    into->first.push_back(ProcessCpuSeconds(server_) - server_start_);
+    into->second.push_back(SelfCpuSeconds() - self_start_);
+  }
+
+ private:
+  static double SelfCpuSeconds() {
+    struct rusage usage;
+    ::getrusage(RUSAGE_SELF, &usage);
+    auto seconds = [](const timeval& t) { return t.tv_sec + t.tv_usec / 1e6; };
+    return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+  }
+  const pid_t server_;
+  const double server_start_;
+  const double self_start_;
+};
+
 // The disk-copy baselines: read `src` in 1 MiB chunks and write `dst`.
 //   plain: write, then fsync (what `cp` + `sync FILE` does);
 //   nosync: write only (what a download does: it does not fsync);
@@ -605,6 +631,27 @@ void RunBlobs(const ServerProcess& server, const std::string& dir) {
   if (!channel.ok()) Die(channel.status().ToString());
   auto stub = BlobService::NewStub(*channel);
   std::map<std::string, std::vector<double>> times;
+  std::map<std::string, std::pair<std::vector<double>, std::vector<double>>> cpu;
+  // Every measurement starts from the same state. On this machine (a VM whose host takes
+  // back guest memory that stays free for a few seconds) writing into pages the host has
+  // taken back costs a host fault per 4 KiB page: page-cache writes run at ~0.4-0.5 GB/s
+  // into such pages and ~1.8 GB/s into pages freed just before. Without this, whichever
+  // measurement came last in a repeat got the cold pages (the upload did). Then sync(), so
+  // no earlier write-back lands in the measurement.
+  const bool hot_pages = absl::GetFlag(FLAGS_hot_pages);
+  auto prepare = [&dir, size, hot_pages] {
+    if (hot_pages) {
+      const std::string scratch = dir + "/scratch";
+      const std::vector<char> zeros(kChunk, 0);
+      const int fd = OpenOrDie(scratch, O_WRONLY | O_CREAT | O_TRUNC);
+      for (int64_t done = 0; done < size + (64 << 20); done += kChunk) {
+        WriteAll(fd, zeros.data(), zeros.size());
+      }
+      ::close(fd);
+      fs::remove(scratch);  // Its dirty pages are dropped, not written back.
+    }
+    ::sync();
+  };
   for (int r = 0; r < repeats; ++r) {
     // A new random file each repeat, so every upload stores a new blob.
     const std::string src = absl::StrCat(dir, "/source-", r);
@@ -617,23 +664,26 @@ void RunBlobs(const ServerProcess& server, const std::string& dir) {
       ::fsync(fd);
       ::close(fd);
     }
-    // sync() before each measurement so no earlier write-back lands in it.
-    ::sync();
+    prepare();
     times["copy, write + fsync"].push_back(CopyFile(src, dir + "/copy-plain", "plain"));
-    ::sync();
+    prepare();
     times["copy, write, no fsync"].push_back(CopyFile(src, dir + "/copy-nosync", "nosync"));
-    ::sync();
+    prepare();
     times["copy like the store (SHA-256, fsync, rename)"].push_back(
         CopyFile(src, dir + "/copy-store", "store"));
-    ::sync();
+    prepare();
+    CpuMeter upload_cpu(server.pid);
     times["upload (BlobService.Write)"].push_back(UploadFile(*stub, src, digest, size));
-    ::sync();
+    upload_cpu.Stop(&cpu["upload"]);
+    prepare();
     const std::string downloaded = dir + "/downloaded";
+    CpuMeter download_cpu(server.pid);
     const auto start = Clock::now();
     absl::Status got = ompq::client::DownloadBlob(*stub, connection, ompq::client::TransferLimits(),
                                                   digest, size, downloaded);
     if (!got.ok()) Die(absl::StrCat("download failed: ", got.ToString()));
     times["download (BlobService.Read, ompqctl's DownloadBlob)"].push_back(SecondsSince(start));
+    download_cpu.Stop(&cpu["download"]);
     for (const char* f : {"/copy-plain", "/copy-nosync", "/copy-store", "/downloaded"}) {
       fs::remove(dir + f);
     }
@@ -641,8 +691,9 @@ void RunBlobs(const ServerProcess& server, const std::string& dir) {
     std::fprintf(stderr, "  blobs, repeat %d done (load %s)\n", r + 1, LoadAverage().c_str());
   }
   auto mbps = [size](double s) { return static_cast<double>(size) / (1 << 20) / s; };
-  std::printf("\nBlob transfer of %lld MiB, %d repeats: MiB/s (median, best)\n",
-              static_cast<long long>(mib), repeats);
+  std::printf("\nBlob transfer of %lld MiB, %d repeats%s: MiB/s (median, best)\n",
+              static_cast<long long>(mib), repeats,
+              hot_pages ? "" : " (--hot_pages=false: into whatever pages are free)");
   const double plain = Median(times["copy, write + fsync"]);
   const double nosync = Median(times["copy, write, no fsync"]);
   const double store = Median(times["copy like the store (SHA-256, fsync, rename)"]);
@@ -662,6 +713,11 @@ void RunBlobs(const ServerProcess& server, const std::string& dir) {
                   nosync / med, nosync_best / best, store / med);
     }
     std::printf("\n");
+  }
+  // CPU is what the transfers cost whatever else runs on the machine.
+  for (const auto& [name, seconds] : cpu) {
+    std::printf("  CPU s per %s (median): server %.2f, client %.2f\n", name.c_str(),
+                Median(seconds.first), Median(seconds.second));
   }
 }
 

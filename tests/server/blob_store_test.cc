@@ -163,5 +163,62 @@ TEST_F(BlobStoreTest, ReopenCountsBytesAndRemovesOnlyStaleTemporaryFiles) {
   EXPECT_TRUE((*reopened)->Exists(DigestOf(data)));
 }
 
+// Larger than the store's write-back step (8 MiB) and not a multiple of the chunk size, so
+// the early write-back runs several times and the last chunk is short.
+TEST_F(BlobStoreTest, LargeBlobInChunksIsStoredWhole) {
+  std::string data(20 * (1 << 20) + 12345, '\0');
+  uint32_t x = 12345;
+  for (char& c : data) {
+    x = x * 1664525u + 1013904223u;
+    c = static_cast<char>(x >> 24);
+  }
+  const std::string digest = DigestOf(data);
+  auto writer = store_->StartWrite(digest, static_cast<int64_t>(data.size()));
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  for (size_t at = 0; at < data.size(); at += 1 << 20) {
+    ASSERT_TRUE((*writer)->Append(absl::string_view(data).substr(at, 1 << 20)).ok());
+  }
+  auto stored = (*writer)->Commit();
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_TRUE(*stored);
+  auto reader = store_->OpenForRead(digest);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  std::string all, chunk;
+  do {
+    ASSERT_TRUE((*reader)->Read(1 << 20, &chunk).ok());
+    all += chunk;
+  } while (!chunk.empty());
+  EXPECT_TRUE(all == data) << "read back " << all.size() << " of " << data.size() << " bytes";
+  EXPECT_EQ(FilesUnder(dir_.path()).size(), 1u);  // No temporary file left.
+}
+
+// Large chunks are hashed on the hasher's thread, small ones in place; the digest is that
+// of all bytes in order either way.
+TEST(ChunkHasherTest, MixedChunkSizesHashAsOneString) {
+  std::string data(5 * (1 << 20), '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>((i * 7919) >> 3);
+  const size_t sizes[] = {10, 300 << 10, 1 << 20, 1, 256 << 10, (256 << 10) - 1, 2 << 20};
+  ChunkHasher hasher;
+  size_t at = 0;
+  for (size_t size : sizes) {
+    hasher.Start(absl::string_view(data).substr(at, size));
+    hasher.Wait();
+    at += size;
+  }
+  hasher.Start(absl::string_view(data).substr(at));
+  EXPECT_EQ(hasher.Finish(), DigestOf(data));
+}
+
+TEST(ChunkHasherTest, DestroyedWhileHashingWaitsForTheChunk) {
+  const std::string data(3 << 20, 'x');
+  {
+    ChunkHasher hasher;
+    hasher.Start(data);
+  }  // Must not leave the thread reading `data` or running past the join.
+  ChunkHasher again;
+  again.Start(data);
+  EXPECT_EQ(again.Finish(), DigestOf(data));
+}
+
 }  // namespace
 }  // namespace ompq
