@@ -52,16 +52,18 @@ ChunkHasher::~ChunkHasher() {
   }
 }
 
-void ChunkHasher::Start(absl::string_view data) {
-  if (data.size() < kThreadedHashBytes) {
+void ChunkHasher::Start(absl::Span<const absl::string_view> pieces) {
+  size_t size = 0;
+  for (absl::string_view piece : pieces) size += piece.size();
+  if (size < kThreadedHashBytes) {
     Wait();
-    sha_.Update(data);
+    for (absl::string_view piece : pieces) sha_.Update(piece);
     return;
   }
   if (!thread_.joinable()) thread_ = std::thread([this] { HashOnThread(); });
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(this, &ChunkHasher::Idle));
-  pending_ = data;
+  pending_.assign(pieces.begin(), pieces.end());
   busy_ = true;
 }
 
@@ -77,14 +79,13 @@ std::string ChunkHasher::Finish() {
 
 void ChunkHasher::HashOnThread() {
   for (;;) {
-    absl::string_view data;
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(this, &ChunkHasher::HasWorkOrStop));
       if (!busy_) return;  // stop_
-      data = pending_;
     }
-    sha_.Update(data);
+    // pending_ does not change while busy_.
+    for (absl::string_view piece : pending_) sha_.Update(piece);
     absl::MutexLock lock(&mu_);
     busy_ = false;
   }

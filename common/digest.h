@@ -5,10 +5,12 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
 
 namespace ompq {
 
@@ -46,7 +48,9 @@ class ChunkHasher {
 
   /// Starts hashing `data`, which must stay valid until Wait returns. Small chunks are
   /// hashed at once, on the caller's thread.
-  void Start(absl::string_view data);
+  void Start(absl::string_view data) { Start(absl::MakeConstSpan(&data, 1)); }
+  /// The same for a chunk in pieces, hashed in order.
+  void Start(absl::Span<const absl::string_view> pieces);
   /// Returns when the chunk of the last Start is hashed.
   void Wait();
   /// Returns "sha256:<hex>" of all chunks; the object must not be used afterwards.
@@ -59,7 +63,8 @@ class ChunkHasher {
 
   Sha256 sha_;  // Touched by the thread only between Start and Wait.
   absl::Mutex mu_;
-  absl::string_view pending_ ABSL_GUARDED_BY(mu_);
+  // The chunk to hash: set by Start while !busy_, read by the thread while busy_.
+  std::vector<absl::string_view> pending_;
   bool busy_ ABSL_GUARDED_BY(mu_) = false;  // pending_ is being hashed.
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;  // Started with the first large chunk.

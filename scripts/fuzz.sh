@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 
 seconds=${1:-${OMPQ_FUZZ_SECONDS:-20}}
 build=${OMPQ_FUZZ_BUILD_DIR:-build-fuzz}
-targets=(fuzz_npy fuzz_npz fuzz_file_sniff fuzz_units fuzz_job_validation fuzz_calibration_file)
+targets=(fuzz_npy fuzz_npz fuzz_file_sniff fuzz_units fuzz_job_validation fuzz_calibration_file
+  fuzz_write_blob_chunk)
 
 # libFuzzer comes with clang (the runtime is in libclang-rt-14-dev).
 CC=clang CXX=clang++ cmake -S . -B "$build" -DOMPQ_FUZZ=ON >"$build.configure.log" 2>&1 || {

@@ -15,6 +15,7 @@
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
 #include "common/units.h"
+#include "server/write_blob_chunk.h"
 
 namespace ompq {
 namespace {
@@ -50,13 +51,15 @@ absl::Status CheckDigest(const std::string& digest, absl::string_view field) {
 
 // Receives one upload. Receiving and storing overlap: OnReadDone queues each message and
 // starts the next read at once (up to kMaxQueuedMessages queued), while one drain task on
-// the I/O pool hashes and writes the queued messages in order. The read of the next chunk
+// the I/O pool parses, hashes and writes the queued messages in order. The messages stay
+// serialized until then: the drain task writes the data from gRPC's own buffers
+// (WriteBlobChunk), without the copy a parse into WriteBlobRequest makes. The read of the next chunk
 // used to wait until the previous one was on disk, which left the connection idle for the
 // hashing and the write() of every chunk.
-class WriteReactor final : public grpc::ServerReadReactor<v1::WriteBlobRequest> {
+class WriteReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
  public:
   WriteReactor(BlobStore* store, Metrics* metrics, ThreadPool* io, int64_t max_blob_bytes,
-               Principal caller, v1::WriteBlobResponse* response)
+               Principal caller, grpc::ByteBuffer* response)
       : caller_(std::move(caller)),
         store_(store),
         metrics_(metrics),
@@ -78,8 +81,8 @@ class WriteReactor final : public grpc::ServerReadReactor<v1::WriteBlobRequest> 
       reading_ = false;
       if (finishing_) return;  // The drain task has finished the call.
       if (ok) {
-        queued_.push_back(std::move(request_));
-        request_.Clear();
+        queued_.emplace_back();
+        queued_.back().Swap(&request_);  // request_ is empty again.
         if (queued_.size() < kMaxQueuedMessages) {
           reading_ = true;
           StartRead(&request_);
@@ -104,7 +107,7 @@ class WriteReactor final : public grpc::ServerReadReactor<v1::WriteBlobRequest> 
   // schedules the next task); `this` is not touched after either.
   void Drain() {
     for (;;) {
-      v1::WriteBlobRequest message;
+      WriteBlobChunk message;
       bool end = false;
       {
         absl::MutexLock lock(&mu_);
@@ -116,7 +119,7 @@ class WriteReactor final : public grpc::ServerReadReactor<v1::WriteBlobRequest> 
           finishing_ = true;
           end = true;
         } else {
-          message = std::move(queued_.front());
+          message.buffer.Swap(&queued_.front());
           queued_.pop_front();
           if (!reading_ && !ended_) {
             reading_ = true;
@@ -139,22 +142,22 @@ class WriteReactor final : public grpc::ServerReadReactor<v1::WriteBlobRequest> 
     }
   }
 
-  absl::Status HandleMessage(const v1::WriteBlobRequest& message) {
+  absl::Status HandleMessage(WriteBlobChunk& message) {
+    RETURN_IF_ERROR(ParseWriteBlobChunk(&message));
     if (!started_) {
       RETURN_IF_ERROR(Begin(message));
       started_ = true;
-    } else if (!message.digest().empty() && message.digest() != digest_) {
+    } else if (!message.digest.empty() && message.digest != digest_) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "digest changed mid-upload from ", digest_, " to ", message.digest().substr(0, 80),
+          "digest changed mid-upload from ", digest_, " to ", message.digest.substr(0, 80),
           "; send digest only in the first message"));
     }
-    const std::string& data = message.data();
     if (writer_ != nullptr) {
-      return writer_->Append(data);
+      return writer_->Append(message.data);
     }
     // Already stored: the bytes are drained and dropped. (Answering before the client
     // has sent everything would make a naive client see a failed write.)
-    discarded_ += static_cast<int64_t>(data.size());
+    discarded_ += message.data_size;
     if (discarded_ > size_) {
       return absl::InvalidArgumentError(absl::StrCat(
           "blob ", digest_, ": received more than the declared size_bytes ", size_));
@@ -162,9 +165,9 @@ class WriteReactor final : public grpc::ServerReadReactor<v1::WriteBlobRequest> 
     return absl::OkStatus();
   }
 
-  absl::Status Begin(const v1::WriteBlobRequest& first) {
-    digest_ = first.digest();
-    size_ = first.size_bytes();
+  absl::Status Begin(const WriteBlobChunk& first) {
+    digest_ = first.digest;
+    size_ = first.size_bytes;
     if (!IsValidDigest(digest_)) {
       return CheckDigest(digest_, "digest (first message)");
     }
@@ -196,15 +199,16 @@ class WriteReactor final : public grpc::ServerReadReactor<v1::WriteBlobRequest> 
       return Finish(ToGrpcStatus(absl::InvalidArgumentError(
           "empty upload: the first message must carry digest and size_bytes")));
     }
-    response_->set_digest(digest_);
-    response_->set_size_bytes(size_);
+    v1::WriteBlobResponse response;
+    response.set_digest(digest_);
+    response.set_size_bytes(size_);
     if (writer_ == nullptr) {
       if (discarded_ != size_) {
         return Finish(ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
             "blob size mismatch: expected ", size_, " bytes (size_bytes), got ", discarded_))));
       }
-      response_->set_already_existed(true);
-      return Finish(grpc::Status::OK);
+      response.set_already_existed(true);
+      return Respond(response);
     }
     absl::StatusOr<bool> stored = writer_->Commit();
     writer_.reset();
@@ -221,8 +225,15 @@ class WriteReactor final : public grpc::ServerReadReactor<v1::WriteBlobRequest> 
         return Finish(ToGrpcStatus(owned));
       }
     }
-    response_->set_already_existed(!*stored);
-    Finish(grpc::Status::OK);
+    response.set_already_existed(!*stored);
+    Respond(response);
+  }
+
+  // The method is raw (bytes in, bytes out), so the answer is serialized here.
+  void Respond(const v1::WriteBlobResponse& response) {
+    bool own_buffer = false;
+    Finish(grpc::SerializationTraits<v1::WriteBlobResponse>::Serialize(response, response_,
+                                                                       &own_buffer));
   }
 
   const Principal caller_;
@@ -230,11 +241,11 @@ class WriteReactor final : public grpc::ServerReadReactor<v1::WriteBlobRequest> 
   Metrics* const metrics_;
   ThreadPool* const io_;
   const int64_t max_blob_bytes_;
-  v1::WriteBlobResponse* const response_;
+  grpc::ByteBuffer* const response_;  // A serialized WriteBlobResponse (see Respond).
 
   absl::Mutex mu_;
-  v1::WriteBlobRequest request_;  // Filled by the read in flight (reading_).
-  std::deque<v1::WriteBlobRequest> queued_ ABSL_GUARDED_BY(mu_);  // Received, not stored.
+  grpc::ByteBuffer request_;  // Filled by the read in flight (reading_).
+  std::deque<grpc::ByteBuffer> queued_ ABSL_GUARDED_BY(mu_);  // Received, not stored.
   bool reading_ ABSL_GUARDED_BY(mu_) = false;    // A StartRead is in flight.
   bool ended_ ABSL_GUARDED_BY(mu_) = false;      // The client half-closed.
   bool draining_ ABSL_GUARDED_BY(mu_) = false;   // A Drain task is scheduled or running.
@@ -407,11 +418,11 @@ grpc::ServerUnaryReactor* BlobServiceImpl::FindMissingBlobs(
   return reactor;
 }
 
-grpc::ServerReadReactor<v1::WriteBlobRequest>* BlobServiceImpl::Write(
-    grpc::CallbackServerContext* context, v1::WriteBlobResponse* response) {
+grpc::ServerReadReactor<grpc::ByteBuffer>* BlobServiceImpl::Write(
+    grpc::CallbackServerContext* context, grpc::ByteBuffer* response) {
   absl::StatusOr<Principal> caller = auth_->Authenticate(*context, std::nullopt);
   if (!caller.ok()) {
-    return new RejectedReadReactor<v1::WriteBlobRequest>(ToGrpcStatus(caller.status()));
+    return new RejectedReadReactor<grpc::ByteBuffer>(ToGrpcStatus(caller.status()));
   }
   return new WriteReactor(store_, metrics_, io_, max_blob_bytes_, *std::move(caller), response);
 }

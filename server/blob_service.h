@@ -13,8 +13,10 @@
 
 namespace ompq {
 
-/// The BlobService implementation.
-class BlobServiceImpl final : public v1::BlobService::CallbackService {
+/// The BlobService implementation. Write is a raw method: the uploaded bytes are written
+/// from gRPC's receive buffers, not parsed into a WriteBlobRequest (write_blob_chunk.h).
+class BlobServiceImpl final
+    : public v1::BlobService::WithRawCallbackMethod_Write<v1::BlobService::CallbackService> {
  public:
   /// Pointers must outlive the service. Uploads declaring more than `max_blob_bytes` are
   /// refused with RESOURCE_EXHAUSTED.
@@ -24,8 +26,8 @@ class BlobServiceImpl final : public v1::BlobService::CallbackService {
   grpc::ServerUnaryReactor* FindMissingBlobs(grpc::CallbackServerContext* context,
                                              const v1::FindMissingBlobsRequest* request,
                                              v1::FindMissingBlobsResponse* response) override;
-  grpc::ServerReadReactor<v1::WriteBlobRequest>* Write(grpc::CallbackServerContext* context,
-                                                       v1::WriteBlobResponse* response) override;
+  grpc::ServerReadReactor<grpc::ByteBuffer>* Write(grpc::CallbackServerContext* context,
+                                                   grpc::ByteBuffer* response) override;
   grpc::ServerWriteReactor<v1::ReadBlobResponse>* Read(grpc::CallbackServerContext* context,
                                                        const v1::ReadBlobRequest* request) override;
 

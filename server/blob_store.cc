@@ -2,13 +2,17 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <system_error>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -75,18 +79,20 @@ void BlobWriter::Discard() {
   }
 }
 
-absl::Status BlobWriter::Append(absl::string_view data) {
+absl::Status BlobWriter::Append(absl::Span<const absl::string_view> pieces) {
   if (fd_ < 0) {
     return absl::FailedPreconditionError("blob writer is finished");
   }
-  if (written_ + static_cast<int64_t>(data.size()) > expected_size_) {
+  int64_t size = 0;
+  for (absl::string_view piece : pieces) size += static_cast<int64_t>(piece.size());
+  if (written_ + size > expected_size_) {
     Discard();
     return absl::InvalidArgumentError(
         absl::StrCat("blob ", digest_, ": received more than the declared size_bytes ",
                      expected_size_, "; send the file's exact size in the first message"));
   }
-  hasher_.Start(data);  // Hashed while write() copies it into the page cache.
-  absl::Status status = WriteAll(data);
+  hasher_.Start(pieces);  // Hashed while write() copies it into the page cache.
+  absl::Status status = WriteAll(pieces);
   hasher_.Wait();  // Before the data goes away.
   if (!status.ok()) {
     Discard();
@@ -109,17 +115,31 @@ void BlobWriter::StartWriteBack() {
   write_back_started_ = written_;
 }
 
-absl::Status BlobWriter::WriteAll(absl::string_view data) {
-  while (!data.empty()) {
-    const ssize_t n = ::write(fd_, data.data(), data.size());
+absl::Status BlobWriter::WriteAll(absl::Span<const absl::string_view> pieces) {
+  std::vector<iovec> iov;
+  iov.reserve(pieces.size());
+  for (absl::string_view piece : pieces) {
+    if (!piece.empty()) iov.push_back({const_cast<char*>(piece.data()), piece.size()});
+  }
+  size_t next = 0;  // First iovec not yet written in full.
+  while (next < iov.size()) {
+    const int count = static_cast<int>(std::min<size_t>(iov.size() - next, IOV_MAX));
+    ssize_t n = ::writev(fd_, &iov[next], count);
     if (n < 0) {
       if (errno == EINTR) {
         continue;
       }
       return ErrnoError("write", temp_path_);
     }
-    data.remove_prefix(static_cast<size_t>(n));
     written_ += n;
+    // Past what was written: whole pieces, then into a partly written one.
+    while (n > 0) {
+      const size_t take = std::min(static_cast<size_t>(n), iov[next].iov_len);
+      iov[next].iov_base = static_cast<char*>(iov[next].iov_base) + take;
+      iov[next].iov_len -= take;
+      n -= static_cast<ssize_t>(take);
+      if (iov[next].iov_len == 0) ++next;
+    }
   }
   return absl::OkStatus();
 }

@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "common/digest.h"
 
 namespace ompq {
@@ -28,7 +29,9 @@ class BlobWriter {
   BlobWriter& operator=(const BlobWriter&) = delete;
 
   /// Appends bytes. INVALID_ARGUMENT (and the writer is finished) past the declared size.
-  absl::Status Append(absl::string_view data);
+  absl::Status Append(absl::string_view data) { return Append(absl::MakeConstSpan(&data, 1)); }
+  /// Appends bytes given in pieces, in order (one write for all of them).
+  absl::Status Append(absl::Span<const absl::string_view> pieces);
   /// Verifies size and digest and publishes the blob. INVALID_ARGUMENT naming expected and
   /// actual on mismatch, and nothing is left behind. Returns true when this call stored the
   /// blob, false when an identical blob was already there.
@@ -40,7 +43,7 @@ class BlobWriter {
   friend class BlobStore;
   BlobWriter(BlobStore* store, std::string digest, int64_t size, std::string temp_path, int fd);
   void Discard();
-  absl::Status WriteAll(absl::string_view data);
+  absl::Status WriteAll(absl::Span<const absl::string_view> pieces);
   void StartWriteBack();
 
   BlobStore* store_;

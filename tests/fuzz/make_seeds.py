@@ -2,7 +2,8 @@
 """Seed corpora for the fuzz targets, made by real numpy and PyTorch at test time.
 
 Usage: make_seeds.py OUT_DIR PROTO_DIR   (writes OUT_DIR/<target>/<seed>; the requests of
-fuzz_job_validation are encoded by protoc from the text format, against PROTO_DIR)
+fuzz_job_validation and fuzz_write_blob_chunk are encoded by protoc from the text format,
+against PROTO_DIR)
 """
 import io
 import os
@@ -153,3 +154,18 @@ for name, text in requests.items():
          "ompq/v1/quantization_service.proto"],
         input=text.encode(), stdout=subprocess.PIPE, check=True).stdout
     put("fuzz_job_validation", name + ".pb", encoded)
+
+# Upload messages: a first byte that sets where the message is cut into slices, then a
+# WriteBlobRequest as ompqctl sends it (the first message, then a data-only one).
+uploads = {
+    "first": f'digest: "{DIGEST}" size_bytes: 11 data: "hello world"',
+    "next": 'data: "' + "x" * 300 + '"',
+    "empty": "",
+}
+for name, text in uploads.items():
+    encoded = subprocess.run(
+        ["protoc", "--encode=ompq.v1.WriteBlobRequest", f"--proto_path={proto_dir}",
+         "ompq/v1/blob_service.proto"],
+        input=text.encode(), stdout=subprocess.PIPE, check=True).stdout
+    for cut in (0, 6, 63):
+        put("fuzz_write_blob_chunk", f"{name}-{cut}.pb", bytes([cut]) + encoded)

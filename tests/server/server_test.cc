@@ -291,6 +291,38 @@ TEST_F(ServerTest, MultiMegabyteBlobRoundTripsInOrder) {
   EXPECT_TRUE(Missing({DigestOf(other)}) == std::vector<std::string>{DigestOf(other)});
 }
 
+// The server writes uploads from gRPC's receive buffers (a raw method): a client that
+// compresses its messages must be read the same (gRPC inflates them before the service).
+TEST_F(ServerTest, CompressedUploadIsStoredAsSent) {
+  std::string data(2 * (1 << 20) + 7, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>((i / 3) % 251);
+  grpc::ChannelArguments args;
+  args.SetCompressionAlgorithm(GRPC_COMPRESS_GZIP);
+  auto stub = v1::BlobService::NewStub(grpc::CreateCustomChannel(
+      absl::StrCat("127.0.0.1:", server_->port()), grpc::InsecureChannelCredentials(), args));
+  grpc::ClientContext context;
+  SetDeadline(context);
+  v1::WriteBlobResponse response;
+  auto writer = stub->Write(&context, &response);
+  v1::WriteBlobRequest message;
+  message.set_digest(DigestOf(data));
+  message.set_size_bytes(static_cast<int64_t>(data.size()));
+  for (size_t at = 0; at < data.size(); at += 1 << 20) {
+    message.set_data(data.substr(at, 1 << 20));
+    ASSERT_TRUE(writer->Write(message));
+    message.clear_digest();
+    message.clear_size_bytes();
+  }
+  writer->WritesDone();
+  grpc::Status status = writer->Finish();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_FALSE(response.already_existed());
+  EXPECT_EQ(response.digest(), DigestOf(data));
+  auto downloaded = Download(DigestOf(data));
+  ASSERT_TRUE(downloaded.ok()) << downloaded.status();
+  EXPECT_TRUE(*downloaded == data);
+}
+
 // A client that goes away mid-upload leaves no blob and no temporary file.
 TEST_F(ServerTest, CancelledUploadLeavesNothing) {
   const std::string data(2 << 20, 'c');
