@@ -6,7 +6,8 @@
 #   docker run --rm --gpus all ompq:cuda ompq-worker --server HOST:50051 --device cuda
 #
 # The stages named by TORCH are picked with BuildKit (Docker's default builder), which
-# skips the stages the final image does not need.
+# skips the stages the final image does not need. Podman/Buildah 1.28 pick stages before
+# applying ARG defaults: pass --build-arg TORCH=debian there.
 # TORCH=debian|cuda selects the LibTorch the binaries are built against and run with.
 ARG TORCH=debian
 
@@ -45,7 +46,7 @@ ENV CMAKE_PREFIX_PATH=/opt/libtorch \
 
 FROM torch-${TORCH} AS build
 COPY . .
-RUN rm -rf build && bash scripts/build.sh ompq-server ompq-worker ompqctl
+RUN rm -rf build && bash scripts/build.sh --target ompq-server ompq-worker ompqctl
 
 # ---- runtime: shared libraries only ----
 # The packages of every library the three binaries link directly (readelf -d NEEDED, mapped

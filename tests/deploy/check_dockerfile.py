@@ -188,6 +188,24 @@ def main():
     if "scripts/install-deps.sh" not in runs or not any(
             k == "RUN" and "scripts/build.sh" in r for k, r in stages[names.index("build")]["steps"]):
         fail("the build stages must use scripts/install-deps.sh and scripts/build.sh")
+    # build.sh hands its arguments to `cmake --build`, which takes target names only after
+    # --target (a bare name fails the image build: "Unknown argument ompq-server").
+    for k, r in stages[names.index("build")]["steps"]:
+        if k != "RUN" or "scripts/build.sh" not in r:
+            continue
+        for command in re.split(r"&&|;", r):
+            words = shlex.split(command)
+            if "scripts/build.sh" not in words:
+                continue
+            args = words[words.index("scripts/build.sh") + 1:]
+            targets = args[args.index("--target") + 1:] if "--target" in args else []
+            for word in args:
+                if not word.startswith("-") and word not in targets:
+                    fail(f"scripts/build.sh {' '.join(args)}: cmake --build takes '{word}' "
+                         "only after --target")
+            for target in targets:
+                if target not in BINARIES:
+                    fail(f"scripts/build.sh --target {target}: not one of {BINARIES}")
 
     final = stages[-1]
     user = [r for k, r in final["steps"] if k == "USER"]
