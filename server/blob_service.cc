@@ -53,9 +53,9 @@ absl::Status CheckDigest(const std::string& digest, absl::string_view field) {
 // starts the next read at once (up to kMaxQueuedMessages queued), while one drain task on
 // the I/O pool parses, hashes and writes the queued messages in order. The messages stay
 // serialized until then: the drain task writes the data from gRPC's own buffers
-// (WriteBlobChunk), without the copy a parse into WriteBlobRequest makes. The read of the next chunk
-// used to wait until the previous one was on disk, which left the connection idle for the
-// hashing and the write() of every chunk.
+// (WriteBlobChunk), without the copy a parse into WriteBlobRequest makes. The read of the
+// next chunk used to wait until the previous one was on disk, which left the connection
+// idle for the hashing and the write() of every chunk.
 class WriteReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
  public:
   WriteReactor(BlobStore* store, Metrics* metrics, ThreadPool* io, int64_t max_blob_bytes,
