@@ -148,12 +148,16 @@ requests = {
            f'size_budget_bytes: 1 finetune: PTQ iters: 100 lr: 0.001 }}',
     "bad_digest": 'spec { model_digest: "sha256:xyz" calib_digest: "" }',
 }
-for name, text in requests.items():
-    encoded = subprocess.run(
-        ["protoc", "--encode=ompq.v1.CreateJobRequest", f"--proto_path={proto_dir}",
-         "ompq/v1/quantization_service.proto"],
+def encode(message, proto, text):
+    """`text` (protobuf text format) encoded by protoc as ompq.v1.`message` of `proto`."""
+    return subprocess.run(
+        ["protoc", f"--encode=ompq.v1.{message}", f"--proto_path={proto_dir}", proto],
         input=text.encode(), stdout=subprocess.PIPE, check=True).stdout
-    put("fuzz_job_validation", name + ".pb", encoded)
+
+
+for name, text in requests.items():
+    put("fuzz_job_validation", name + ".pb",
+        encode("CreateJobRequest", "ompq/v1/quantization_service.proto", text))
 
 # Upload messages: a first byte that sets where the message is cut into slices, then a
 # WriteBlobRequest as ompqctl sends it (the first message, then a data-only one).
@@ -163,9 +167,6 @@ uploads = {
     "empty": "",
 }
 for name, text in uploads.items():
-    encoded = subprocess.run(
-        ["protoc", "--encode=ompq.v1.WriteBlobRequest", f"--proto_path={proto_dir}",
-         "ompq/v1/blob_service.proto"],
-        input=text.encode(), stdout=subprocess.PIPE, check=True).stdout
+    encoded = encode("WriteBlobRequest", "ompq/v1/blob_service.proto", text)
     for cut in (0, 6, 63):
         put("fuzz_write_blob_chunk", f"{name}-{cut}.pb", bytes([cut]) + encoded)

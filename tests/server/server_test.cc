@@ -93,14 +93,15 @@ class ServerTest : public ::testing::Test {
 
   // Uploads `data` in chunks of `chunk` bytes under `digest` (default: its own).
   grpc::Status Upload(const std::string& data, std::string digest = "", int64_t declared_size = -1,
-                      size_t chunk = 7, v1::WriteBlobResponse* response_out = nullptr) {
+                      size_t chunk = 7, v1::WriteBlobResponse* response_out = nullptr,
+                      v1::BlobService::Stub* stub = nullptr) {
     if (digest.empty()) {
       digest = DigestOf(data);
     }
     grpc::ClientContext context;
     SetDeadline(context);
     v1::WriteBlobResponse response;
-    auto writer = blobs_->Write(&context, &response);
+    auto writer = (stub != nullptr ? stub : blobs_.get())->Write(&context, &response);
     v1::WriteBlobRequest first;
     first.set_digest(digest);
     first.set_size_bytes(declared_size >= 0 ? declared_size : static_cast<int64_t>(data.size()));
@@ -300,21 +301,8 @@ TEST_F(ServerTest, CompressedUploadIsStoredAsSent) {
   args.SetCompressionAlgorithm(GRPC_COMPRESS_GZIP);
   auto stub = v1::BlobService::NewStub(grpc::CreateCustomChannel(
       absl::StrCat("127.0.0.1:", server_->port()), grpc::InsecureChannelCredentials(), args));
-  grpc::ClientContext context;
-  SetDeadline(context);
   v1::WriteBlobResponse response;
-  auto writer = stub->Write(&context, &response);
-  v1::WriteBlobRequest message;
-  message.set_digest(DigestOf(data));
-  message.set_size_bytes(static_cast<int64_t>(data.size()));
-  for (size_t at = 0; at < data.size(); at += 1 << 20) {
-    message.set_data(data.substr(at, 1 << 20));
-    ASSERT_TRUE(writer->Write(message));
-    message.clear_digest();
-    message.clear_size_bytes();
-  }
-  writer->WritesDone();
-  grpc::Status status = writer->Finish();
+  grpc::Status status = Upload(data, "", -1, 1 << 20, &response, stub.get());
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_FALSE(response.already_existed());
   EXPECT_EQ(response.digest(), DigestOf(data));
