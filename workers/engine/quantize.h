@@ -4,13 +4,15 @@
 //
 //   CALIBRATING  BatchNorm folded into the layer it follows; every layer in execution order
 //                gets a per-channel weight quantizer (MSE clipping search) with nearest
-//                rounding and a per-tensor activation quantizer at its input, calibrated on
-//                the inputs the already-quantized layers before it produce.
-//   FINETUNING   (ptq) in execution order, each residual block the graph reveals is
+//                rounding (all layers' ranges fitted at once on every core) and a
+//                per-tensor activation quantizer at its input, calibrated in one forward
+//                pass on the inputs the already-quantized layers before it produce
+//                (probed_model.h).
+//   FINETUNING   (ptq, ptq.h) in execution order, each residual block the graph reveals is
 //                reconstructed as one unit (BRECQ, brecq.h: the rounding of all its layers
 //                learned jointly on the block output), every other layer alone (AdaRound:
 //                the layer's output on its quantized inputs matches the float model's).
-//                (qat) the whole model trains on labelled data (cross-entropy, Adam) with
+//                (qat, qat_training.h) the whole model trains on labelled data (cross-entropy, Adam) with
 //                weights and activations fake-quantized, step sizes learned (LSQ, qat.h).
 //   EVALUATING   (with eval data) top-1 of the float model, of the calibrated model with
 //                nearest rounding, and of the finetuned one.

@@ -1,0 +1,66 @@
+// The layers the quantizer works on: the searched layers found again in the probed graph,
+// with their (BatchNorm-folded) float weights, how their op applies the weight, their
+// fitted weight quantizers and what reconstruction did to them.
+#ifndef OMPQ_WORKERS_ENGINE_QUANT_LAYERS_H_
+#define OMPQ_WORKERS_ENGINE_QUANT_LAYERS_H_
+
+#include <torch/script.h>
+
+#include <cmath>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "workers/engine/adaround.h"
+#include "workers/engine/probed_model.h"
+#include "workers/engine/quantizer.h"
+
+namespace ompq::engine {
+
+struct QuantLayer {
+  std::string name;
+  std::string kind;
+  int bits = 8;
+  std::vector<int> sites;  // Call sites; the first one is reconstructed.
+  // The working model's tensors, changed in place.
+  torch::Tensor weight;
+  torch::Tensor bias;  // Undefined when the layer has none.
+  bool folded = false;  // BatchNorm folded (its tensors below turned into x + bias).
+  torch::Tensor bn_weight, bn_bias, bn_mean, bn_var;
+  double bn_eps = 1e-5;
+  // The float layer after folding: what the quantized weight approximates.
+  torch::Tensor fp_weight, fp_bias;
+  std::optional<LayerOp> op;
+  QuantParams weight_params;
+  torch::Tensor codes;
+  torch::Tensor nearest_weight;  // Dequantized nearest rounding, as installed.
+  // Reconstruction results.
+  double mse_nearest = std::nan("");
+  double mse_quantized = std::nan("");
+  int64_t samples = 0;
+  std::string method = "nearest";
+  std::string note;
+};
+
+/// A constant of the graph, or a module attribute reached by a GetAttr chain from self.
+std::optional<c10::IValue> StaticValue(torch::jit::Value* value, const torch::jit::Module& module,
+                                       const torch::jit::Value* self);
+
+/// The layers of `work` that the search allocated `bits` to (by name), in execution
+/// order. NO_QUANTIZABLE_LAYERS when none is found in the graph.
+absl::StatusOr<std::vector<QuantLayer>> PlanLayers(
+    ProbedModel& work, const std::unordered_map<std::string, int>& bits);
+
+/// Puts the layer's quantized weight (BatchNorm folded) into the working model.
+void InstallWeight(QuantLayer& layer, const torch::Tensor& quantized);
+
+/// Fits every layer's per-channel weight quantizer at its bits (the clipping search of
+/// quantizer.h) and installs nearest rounding; the layers are shared out over all cores,
+/// largest first. Each layer's result is the same as fitting it alone.
+absl::Status FitWeights(std::vector<QuantLayer>& layers);
+
+}  // namespace ompq::engine
+
+#endif  // OMPQ_WORKERS_ENGINE_QUANT_LAYERS_H_
