@@ -8,6 +8,7 @@
 #include "absl/synchronization/notification.h"
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
+#include "rpc/job_state.h"
 
 namespace ompq::client {
 namespace {
@@ -51,12 +52,8 @@ void SleepUnlessStopped(absl::Duration duration, const WatchOptions& options) {
 
 }  // namespace
 
-bool IsTerminal(v1::JobState state) {
-  return state == v1::SUCCEEDED || state == v1::FAILED || state == v1::CANCELLED;
-}
-
 absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) {
-  ASSIGN_OR_RETURN(auto channel, MakeChannel(options.connection));
+  ASSIGN_OR_RETURN(auto channel, rpc::MakeChannel(options.connection));
   return std::make_unique<Client>(std::move(channel), options);
 }
 
@@ -66,18 +63,19 @@ Client::Client(const std::shared_ptr<grpc::ChannelInterface>& channel, ClientOpt
       blobs_(v1::BlobService::NewStub(channel)),
       health_(grpc::health::v1::Health::NewStub(channel)) {}
 
-absl::StatusOr<UploadResult> Client::UploadFile(const std::string& path) {
-  return client::UploadFile(*blobs_, options_.connection, options_.transfer, path);
+absl::StatusOr<rpc::UploadResult> Client::UploadFile(const std::string& path) {
+  return rpc::UploadFile(*blobs_, options_.connection, options_.transfer, path);
 }
 
 absl::Status Client::Download(const std::string& digest, int64_t size_hint,
                               const std::string& path) {
-  return DownloadBlob(*blobs_, options_.connection, options_.transfer, digest, size_hint, path);
+  return rpc::DownloadBlob(*blobs_, options_.connection, options_.transfer, digest, size_hint,
+                           path);
 }
 
 absl::StatusOr<v1::Job> Client::CreateJob(const v1::JobSpec& spec, const std::string& request_id) {
   grpc::ClientContext context;
-  PrepareContext(context, options_.connection, options_.rpc_timeout);
+  rpc::PrepareContext(context, options_.connection, options_.rpc_timeout);
   v1::CreateJobRequest request;
   *request.mutable_spec() = spec;
   request.set_request_id(request_id);
@@ -88,7 +86,7 @@ absl::StatusOr<v1::Job> Client::CreateJob(const v1::JobSpec& spec, const std::st
 
 absl::StatusOr<v1::Job> Client::GetJob(const std::string& name) {
   grpc::ClientContext context;
-  PrepareContext(context, options_.connection, options_.rpc_timeout);
+  rpc::PrepareContext(context, options_.connection, options_.rpc_timeout);
   v1::GetJobRequest request;
   request.set_name(name);
   v1::Job job;
@@ -98,7 +96,7 @@ absl::StatusOr<v1::Job> Client::GetJob(const std::string& name) {
 
 absl::StatusOr<v1::ListJobsResponse> Client::ListJobs(const v1::ListJobsRequest& request) {
   grpc::ClientContext context;
-  PrepareContext(context, options_.connection, options_.rpc_timeout);
+  rpc::PrepareContext(context, options_.connection, options_.rpc_timeout);
   v1::ListJobsResponse response;
   RETURN_IF_ERROR(FromGrpcStatus(jobs_->ListJobs(&context, request, &response)));
   return response;
@@ -106,7 +104,7 @@ absl::StatusOr<v1::ListJobsResponse> Client::ListJobs(const v1::ListJobsRequest&
 
 absl::StatusOr<v1::Job> Client::CancelJob(const std::string& name) {
   grpc::ClientContext context;
-  PrepareContext(context, options_.connection, options_.rpc_timeout);
+  rpc::PrepareContext(context, options_.connection, options_.rpc_timeout);
   v1::CancelJobRequest request;
   request.set_name(name);
   v1::Job job;
@@ -117,7 +115,7 @@ absl::StatusOr<v1::Job> Client::CancelJob(const std::string& name) {
 absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Client::CheckHealth(
     const std::string& service, absl::Duration timeout) {
   grpc::ClientContext context;
-  PrepareContext(context, options_.connection, timeout);
+  rpc::PrepareContext(context, options_.connection, timeout);
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(service);
   grpc::health::v1::HealthCheckResponse response;
@@ -135,8 +133,8 @@ absl::StatusOr<WatchEnd> Client::Watch(const std::string& name, const WatchOptio
     if (absl::Now() >= options.deadline) return WatchEnd::kTimedOut;
 
     grpc::ClientContext context;
-    PrepareContextUntil(context, options_.connection,
-                        std::min(options.deadline, absl::Now() + options.stream_lifetime));
+    rpc::PrepareContextUntil(context, options_.connection,
+                             std::min(options.deadline, absl::Now() + options.stream_lifetime));
     v1::WatchJobRequest request;
     request.set_name(name);
     bool got_update = false;

@@ -11,19 +11,19 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "client/blob_transfer.h"
-#include "client/channel.h"
 #include "health.grpc.pb.h"
 #include "ompq/v1/blob_service.grpc.pb.h"
 #include "ompq/v1/quantization_service.grpc.pb.h"
+#include "rpc/blob_transfer.h"
+#include "rpc/channel.h"
 
 namespace ompq::client {
 
 /// How to reach the server and how long calls may take.
 struct ClientOptions {
-  ConnectionOptions connection;
+  rpc::ConnectionOptions connection;
   absl::Duration rpc_timeout = absl::Seconds(30);  // Deadline of every unary call.
-  TransferLimits transfer;                         // Deadlines of uploads and downloads.
+  rpc::TransferLimits transfer;                    // Deadlines of uploads and downloads.
 };
 
 /// How a Watch() ended without an error.
@@ -41,9 +41,6 @@ struct WatchOptions {
   absl::Duration reconnect_window = absl::Seconds(60);  // How long to retry a lost server.
 };
 
-/// True for SUCCEEDED, FAILED and CANCELLED.
-bool IsTerminal(v1::JobState state);
-
 /// Client over one channel; thread-compatible (one caller at a time per method call).
 class Client {
  public:
@@ -55,8 +52,8 @@ class Client {
 
   const ClientOptions& options() const { return options_; }
 
-  /// Uploads a local file unless the server already has it (see blob_transfer.h).
-  absl::StatusOr<UploadResult> UploadFile(const std::string& path);
+  /// Uploads a local file unless the server already has it (see rpc/blob_transfer.h).
+  absl::StatusOr<rpc::UploadResult> UploadFile(const std::string& path);
   /// Downloads blob `digest` to `path`; `size_hint` in bytes or -1.
   absl::Status Download(const std::string& digest, int64_t size_hint, const std::string& path);
 

@@ -10,23 +10,23 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/job_limits.h"
 #include "common/status_macros.h"
 #include "common/units.h"
 
 namespace ompq::client {
 namespace {
 
-constexpr int kMinBits = 1;
-constexpr int kMaxBits = 16;
 constexpr size_t kMaxRequestIdLength = 128;
 
-absl::StatusOr<int> ParseBits(absl::string_view text, absl::string_view flag) {
+absl::StatusOr<int> ParseBits(absl::string_view text, absl::string_view flag,
+                              int min_bits = limits::kMinWeightBits) {
   int bits = 0;
-  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &bits) || bits < kMinBits ||
-      bits > kMaxBits) {
+  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &bits) || bits < min_bits ||
+      bits > limits::kMaxBits) {
     return absl::InvalidArgumentError(absl::StrCat(flag, ": '", text,
                                                    "' is not a bit-width; use a whole number from ",
-                                                   kMinBits, " to ", kMaxBits));
+                                                   min_bits, " to ", limits::kMaxBits));
   }
   return bits;
 }
@@ -149,7 +149,8 @@ absl::StatusOr<JobPlan> BuildJobPlan(const JobFlags& flags) {
     for (int b : bits) spec.add_weight_bits(b);
   }
   if (flags.act_bits != 0) {
-    ASSIGN_OR_RETURN(int act_bits, ParseBits(absl::StrCat(flags.act_bits), "--act-bits"));
+    ASSIGN_OR_RETURN(int act_bits, ParseBits(absl::StrCat(flags.act_bits), "--act-bits",
+                                               limits::kMinActBits));
     spec.set_act_bits(act_bits);
   }
   if (!flags.pin_first_last.empty()) {
@@ -180,9 +181,10 @@ absl::StatusOr<JobPlan> BuildJobPlan(const JobFlags& flags) {
   spec.set_epochs(flags.epochs);
   spec.set_lr(flags.lr);
   spec.set_calib_samples(flags.calib_samples);
-  if (flags.search_samples != 0 && flags.search_samples < 2) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--search-samples must be at least 2 (got ", flags.search_samples, ")"));
+  if (flags.search_samples != 0 && flags.search_samples < limits::kMinSearchSamples) {
+    return absl::InvalidArgumentError(absl::StrCat("--search-samples must be at least ",
+                                                   limits::kMinSearchSamples, " (got ",
+                                                   flags.search_samples, ")"));
   }
   spec.set_search_samples(flags.search_samples);
   spec.set_seed(flags.seed);

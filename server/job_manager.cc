@@ -14,8 +14,9 @@
 #include "common/job_error.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "rpc/job_state.h"
+#include "rpc/proto_time.h"
 #include "server/job_validation.h"
-#include "server/proto_time.h"
 
 namespace ompq {
 namespace {
@@ -37,10 +38,6 @@ std::string RandomHex(int bytes) {
     }
   }
   return absl::BytesToHexString(raw);
-}
-
-bool IsTerminal(v1::JobState state) {
-  return state == v1::SUCCEEDED || state == v1::FAILED || state == v1::CANCELLED;
 }
 
 bool IsLeasedState(v1::JobState state) { return state == v1::RUNNING || state == v1::CANCELLING; }

@@ -10,17 +10,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "common/digest.h"
+#include "common/job_limits.h"
 #include "common/status_macros.h"
 
 namespace ompq {
 namespace {
 
-constexpr int kMinBits = 1;
-constexpr int kMaxBits = 16;
-constexpr int kDefaultActBits = 8;
-constexpr int kDefaultPinFirstLastBits = 8;
-constexpr int kDefaultSearchSamples = 32;
-constexpr int kDefaultCalibSamples = 1024;
+using limits::kMaxBits;
+constexpr int kMinBits = limits::kMinWeightBits;
 constexpr size_t kMaxRequestIdLength = 128;
 constexpr size_t kMaxLabels = 64;
 constexpr size_t kMaxLabelKeyLength = 63;
@@ -98,18 +95,19 @@ absl::Status CheckAndFillBits(v1::JobSpec* spec) {
     }
   }
   if (spec->weight_bits().empty()) {
-    for (int bits = 2; bits <= 8; ++bits) {
+    for (int bits = limits::kDefaultMinWeightBits; bits <= limits::kDefaultMaxWeightBits; ++bits) {
       spec->add_weight_bits(bits);
     }
   }
   if (spec->act_bits() == 0) {
-    spec->set_act_bits(kDefaultActBits);
-  } else if (!InBitRange(spec->act_bits())) {
-    return Invalid(absl::StrCat("spec.act_bits must be in 1..16 (or 0 for the default 8), got ",
+    spec->set_act_bits(limits::kDefaultActBits);
+  } else if (spec->act_bits() < limits::kMinActBits || spec->act_bits() > kMaxBits) {
+    return Invalid(absl::StrCat("spec.act_bits must be in ", limits::kMinActBits, "..", kMaxBits,
+                                " (or 0 for the default ", limits::kDefaultActBits, "), got ",
                                 spec->act_bits()));
   }
   if (!spec->has_pin_first_last_bits()) {
-    spec->set_pin_first_last_bits(kDefaultPinFirstLastBits);
+    spec->set_pin_first_last_bits(limits::kDefaultPinFirstLastBits);
   } else if (spec->pin_first_last_bits() != 0 && !InBitRange(spec->pin_first_last_bits())) {
     return Invalid(absl::StrCat("spec.pin_first_last_bits must be in 1..16, or 0 for no pin, got ",
                                 spec->pin_first_last_bits()));
@@ -176,16 +174,17 @@ absl::Status CheckFinetune(v1::JobSpec* spec) {
 
 absl::Status CheckSamples(v1::JobSpec* spec) {
   if (spec->search_samples() == 0) {
-    spec->set_search_samples(kDefaultSearchSamples);
-  } else if (spec->search_samples() < 2) {
-    return Invalid(absl::StrCat("spec.search_samples must be >= 2 (0 for the default 32), got ",
+    spec->set_search_samples(limits::kDefaultSearchSamples);
+  } else if (spec->search_samples() < limits::kMinSearchSamples) {
+    return Invalid(absl::StrCat("spec.search_samples must be >= ", limits::kMinSearchSamples,
+                                " (0 for the default ", limits::kDefaultSearchSamples, "), got ",
                                 spec->search_samples()));
   }
   if (spec->calib_samples() == 0) {
-    spec->set_calib_samples(kDefaultCalibSamples);
+    spec->set_calib_samples(limits::kDefaultCalibSamples);
   } else if (spec->calib_samples() < 0) {
-    return Invalid(absl::StrCat("spec.calib_samples must be > 0 (0 for the default 1024), got ",
-                                spec->calib_samples()));
+    return Invalid(absl::StrCat("spec.calib_samples must be > 0 (0 for the default ",
+                                limits::kDefaultCalibSamples, "), got ", spec->calib_samples()));
   }
   return absl::OkStatus();
 }

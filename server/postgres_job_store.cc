@@ -8,107 +8,25 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
-#include <iterator>
-#include <limits>
 #include <pqxx/pqxx>
 #include <random>
 #include <utility>
 
 #include "absl/strings/ascii.h"
-#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
-#include "server/proto_time.h"
+#include "server/job_row_codec.h"
+#include "server/postgres_schema.h"
 
 namespace ompq {
 namespace {
 
-// Migrations in order: migration i takes the schema from version i to i + 1. Never edit
-// one that has shipped; append a new one.
-constexpr const char* kMigrations[] = {
-    // 1: jobs, with the queried fields in indexed columns and the Job proto serialised.
-    R"sql(
-CREATE TABLE jobs (
-  seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,  -- creation order
-  name TEXT NOT NULL UNIQUE,
-  state INTEGER NOT NULL,
-  create_time_us BIGINT NOT NULL,
-  request_id TEXT UNIQUE,                 -- NULL when none was given
-  version BIGINT NOT NULL,
-  lease_id TEXT NOT NULL DEFAULT '',
-  lease_expire_us BIGINT,                 -- NULL unless leased
-  run_deadline_us BIGINT,                 -- NULL unless leased
-  state_time_us BIGINT,
-  stage_time_us BIGINT,
-  job BYTEA NOT NULL                      -- serialised ompq.v1.Job
-);
-CREATE INDEX jobs_by_state ON jobs (state, seq);
-CREATE INDEX jobs_by_lease_expire ON jobs (lease_expire_us) WHERE lease_expire_us IS NOT NULL;
-CREATE INDEX jobs_by_run_deadline ON jobs (run_deadline_us) WHERE run_deadline_us IS NOT NULL;
-CREATE TABLE job_labels (
-  key TEXT NOT NULL,
-  value TEXT NOT NULL,
-  job_seq BIGINT NOT NULL REFERENCES jobs (seq) ON DELETE CASCADE,
-  PRIMARY KEY (key, value, job_seq)
-);
-CREATE INDEX job_labels_by_job ON job_labels (job_seq);
-)sql",
-    // 2: jobs get a tenant (existing rows: the default one); request_id is unique per
-    // tenant.
-    R"sql(
-ALTER TABLE jobs ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
-ALTER TABLE jobs DROP CONSTRAINT jobs_request_id_key;
-ALTER TABLE jobs ADD CONSTRAINT jobs_tenant_request_id_key UNIQUE (tenant, request_id);
-CREATE INDEX jobs_by_tenant ON jobs (tenant, seq);
-)sql",
-    // 3: jobs per state, kept by a trigger (as SQLite's schema 3): CreateJob checks the
-    // queue limit and the metrics read the gauges without a COUNT(*) over every queued
-    // row, which held the create lock for milliseconds once the queue was long. Writers of
-    // an older server are held off (the table lock) while the counts are seeded.
-    R"sql(
-LOCK TABLE jobs IN SHARE ROW EXCLUSIVE MODE;
-CREATE TABLE job_counts (
-  state INTEGER PRIMARY KEY,
-  n BIGINT NOT NULL
-);
-INSERT INTO job_counts (state, n) SELECT state, COUNT(*) FROM jobs GROUP BY state;
-CREATE FUNCTION job_counts_track() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-  old_state INTEGER;
-  new_state INTEGER;
-BEGIN
-  IF TG_OP <> 'INSERT' THEN old_state := OLD.state; END IF;
-  IF TG_OP <> 'DELETE' THEN new_state := NEW.state; END IF;
-  IF old_state IS NOT DISTINCT FROM new_state THEN RETURN NULL; END IF;
-  -- Every write changes one job, and its counters are locked in state order: two
-  -- transitions in opposite directions (QUEUED->RUNNING, RUNNING->QUEUED) cannot deadlock.
-  PERFORM 1 FROM job_counts WHERE state IN (old_state, new_state) ORDER BY state FOR UPDATE;
-  IF old_state IS NOT NULL THEN
-    UPDATE job_counts SET n = n - 1 WHERE state = old_state;
-  END IF;
-  IF new_state IS NOT NULL THEN
-    INSERT INTO job_counts (state, n) VALUES (new_state, 1)
-      ON CONFLICT (state) DO UPDATE SET n = job_counts.n + 1;
-  END IF;
-  RETURN NULL;
-END
-$$;
-CREATE TRIGGER job_counts_track AFTER INSERT OR DELETE OR UPDATE OF state ON jobs
-  FOR EACH ROW EXECUTE FUNCTION job_counts_track();
-)sql",
-};
-constexpr int kLatestVersion = static_cast<int>(std::size(kMigrations));
-
-// Columns read back into a JobRecord, in this order.
-constexpr char kRecordColumns[] =
-    "seq, version, lease_id, lease_expire_us, run_deadline_us, state_time_us, "
-    "stage_time_us, job, tenant";
+using job_row::kRecordColumns;
 
 // Connections one store opens for queries (the listener has one more of its own).
 constexpr int kMaxConnections = 8;
@@ -147,56 +65,30 @@ absl::Status ToStatus(const std::string& where, const char* what, const std::exc
   return absl::InternalError(message);
 }
 
-// Times are stored as microseconds since the epoch; unset (InfinitePast) as NULL, which
-// libpqxx 6 sends for a null `const char*` parameter.
-std::optional<std::string> TimeParam(absl::Time t) {
-  if (t == absl::InfinitePast()) {
+// A time column's parameter (job_row::TimeColumn): its microseconds as text, or a null
+// `const char*` for NULL (libpqxx 6 sends it as NULL).
+std::optional<std::string> TimeParam(const std::optional<int64_t>& micros) {
+  if (!micros.has_value()) {
     return std::nullopt;
   }
-  return absl::StrCat(absl::ToUnixMicros(t));
+  return absl::StrCat(*micros);
 }
 const char* OrNull(const std::optional<std::string>& text) {
   return text.has_value() ? text->c_str() : nullptr;
 }
-absl::Time ReadTime(const pqxx::field& field) {
-  return field.is_null() ? absl::InfinitePast() : absl::FromUnixMicros(field.as<int64_t>());
+std::optional<int64_t> Micros(const pqxx::field& field) {
+  return field.is_null() ? std::nullopt : std::optional<int64_t>(field.as<int64_t>());
 }
+absl::string_view Text(const pqxx::field& field) { return {field.c_str(), field.size()}; }
 
 // Reads the kRecordColumns of `row`; also returns seq.
 absl::StatusOr<JobRecord> ReadRecord(const pqxx::row& row, int64_t* seq = nullptr) {
-  JobRecord record;
-  if (seq != nullptr) {
-    *seq = row[0].as<int64_t>();
-  }
-  record.version = row[1].as<int64_t>();
-  record.lease_id = row[2].c_str();
-  record.lease_expire_time = ReadTime(row[3]);
-  record.run_deadline = ReadTime(row[4]);
-  record.state_time = ReadTime(row[5]);
-  record.stage_time = ReadTime(row[6]);
-  const pqxx::binarystring bytes(row[7]);
-  if (!record.job.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-    return absl::DataLossError("job database: a stored job does not parse");
-  }
-  record.tenant = row[8].c_str();
-  return record;
-}
-
-// The same page tokens as SqliteJobStore: the seq of the last job on the page.
-std::string EncodePageToken(int64_t seq) {
-  return absl::WebSafeBase64Escape(absl::StrCat("seq:", seq));
-}
-absl::StatusOr<int64_t> DecodePageToken(const std::string& token) {
-  std::string raw;
-  if (absl::WebSafeBase64Unescape(token, &raw)) {
-    absl::string_view rest = raw;
-    int64_t seq = 0;
-    if (absl::ConsumePrefix(&rest, "seq:") && absl::SimpleAtoi(rest, &seq) && seq > 0) {
-      return seq;
-    }
-  }
-  return absl::InvalidArgumentError(
-      "page_token is not valid: pass the next_page_token of the previous response");
+  const pqxx::binarystring job(row[7]);  // BYTEA arrives escaped.
+  return job_row::DecodeRecord(
+      {row[0].as<int64_t>(), row[1].as<int64_t>(), Text(row[2]), Micros(row[3]), Micros(row[4]),
+       Micros(row[5]), Micros(row[6]),
+       absl::string_view(reinterpret_cast<const char*>(job.data()), job.size()), Text(row[8])},
+      seq);
 }
 
 // Tags this store's notifications; random so replicas on many hosts do not collide.
@@ -205,56 +97,26 @@ std::string NewInstanceId() {
   return absl::StrCat(absl::Hex(random(), absl::kZeroPad8), absl::Hex(random(), absl::kZeroPad8));
 }
 
-// Creates or migrates the schema; one server at a time (the advisory lock), so replicas
-// starting together do not race.
-absl::Status Migrate(pqxx::connection& conn, const std::string& where) {
-  pqxx::work txn(conn);
-  txn.exec("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.ompq.migrate'))");
-  // CREATE ... IF NOT EXISTS reports "already exists" as a NOTICE, which libpqxx prints.
-  txn.exec("SET LOCAL client_min_messages = warning");
-  txn.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
-  const pqxx::result found = txn.exec("SELECT version FROM schema_version");
-  const int current = found.empty() ? 0 : found[0][0].as<int>();
-  if (current > kLatestVersion) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("job database ", where, " has schema version ", current,
-                     ", newer than this server's ", kLatestVersion, ": upgrade the server"));
-  }
-  if (current == kLatestVersion) {
-    return absl::OkStatus();
-  }
-  for (int version = current; version < kLatestVersion; ++version) {
-    txn.exec(kMigrations[version]);
-  }
-  txn.exec("DELETE FROM schema_version");
-  txn.exec_params("INSERT INTO schema_version (version) VALUES ($1)", kLatestVersion);
-  txn.commit();
-  OMPQ_LOG(INFO) << "job database " << where << ": schema migrated from version " << current
-                 << " to " << kLatestVersion;
-  return absl::OkStatus();
-}
-
 // Writes every column of `record` with `new_version` where the stored version is
 // record.version, and announces it. ABORTED/NOT_FOUND as Update().
 absl::Status WriteInTxn(pqxx::work& txn, const JobRecord& record, int64_t new_version,
                         const std::string& channel, const std::string& instance) {
+  const job_row::RowValues values = job_row::EncodeRecord(record);
   const pqxx::result updated = txn.exec_params(
       "UPDATE jobs SET state = $1, version = $2, lease_id = $3, lease_expire_us = $4, "
       "run_deadline_us = $5, state_time_us = $6, stage_time_us = $7, job = $8 "
       "WHERE name = $9 AND version = $10",
       static_cast<int>(record.job.state()), new_version, record.lease_id,
-      OrNull(TimeParam(record.leased() ? record.lease_expire_time : absl::InfinitePast())),
-      OrNull(TimeParam(record.leased() ? record.run_deadline : absl::InfinitePast())),
-      OrNull(TimeParam(record.state_time)), OrNull(TimeParam(record.stage_time)),
-      pqxx::binarystring(record.job.SerializeAsString()), record.job.name(), record.version);
+      OrNull(TimeParam(values.lease_expire_us)), OrNull(TimeParam(values.run_deadline_us)),
+      OrNull(TimeParam(values.state_time_us)), OrNull(TimeParam(values.stage_time_us)),
+      pqxx::binarystring(values.job), record.job.name(), record.version);
   if (updated.affected_rows() != 1) {
     const pqxx::result exists =
         txn.exec_params("SELECT 1 FROM jobs WHERE name = $1", record.job.name());
     if (exists.empty()) {
-      return absl::NotFoundError(absl::StrCat("job '", record.job.name(), "' not found"));
+      return job_row::NotFoundError(record.job.name());
     }
-    return absl::AbortedError(
-        absl::StrCat("job '", record.job.name(), "' was changed concurrently; retry"));
+    return job_row::ChangedConcurrentlyError(record.job.name());
   }
   // Delivered to listeners when (and only if) the transaction commits.
   txn.exec_params("SELECT pg_notify($1, $2)", channel,
@@ -319,7 +181,7 @@ std::string RedactPostgresUrl(const std::string& url) {
   return out;
 }
 
-int PostgresJobStore::LatestSchemaVersion() { return kLatestVersion; }
+int PostgresJobStore::LatestSchemaVersion() { return PostgresSchemaVersion(); }
 
 PostgresJobStore::PostgresJobStore(std::string url, std::string channel)
     : url_(std::move(url)),
@@ -345,7 +207,7 @@ absl::StatusOr<std::unique_ptr<PostgresJobStore>> PostgresJobStore::Open(const s
           "the URL's options=-csearch_path=..."));
     }
     schema = row[0].c_str();
-    RETURN_IF_ERROR(Migrate(conn->conn, where));
+    RETURN_IF_ERROR(MigratePostgresSchema(conn->conn, where));
   } catch (const std::exception& e) {
     bool broken = false;
     absl::Status status = ToStatus(where, "cannot open", e, &broken);
@@ -465,6 +327,7 @@ absl::StatusOr<CreateResult> PostgresJobStore::Create(const JobRecord& record, i
     // The trigger-kept count (schema 3), the insert and the notification in one statement:
     // creates are serialised by the lock above until COMMIT, so every round trip made
     // while holding it bounds the creates per second of all servers together.
+    const job_row::RowValues values = job_row::EncodeRecord(record);
     const pqxx::result inserted = txn.exec_params(
         "WITH ins AS ("
         "INSERT INTO jobs (name, state, create_time_us, request_id, version, lease_id, "
@@ -473,21 +336,16 @@ absl::StatusOr<CreateResult> PostgresJobStore::Create(const JobRecord& record, i
         "WHERE COALESCE((SELECT n FROM job_counts WHERE state = $12), 0) < $13 "
         "RETURNING seq) "
         "SELECT seq, pg_notify($14, $15) FROM ins",
-        job.name(), static_cast<int>(job.state()),
-        absl::ToUnixMicros(FromProtoTimestamp(job.create_time())),
+        job.name(), static_cast<int>(job.state()), values.create_time_us,
         job.request_id().empty() ? nullptr : job.request_id().c_str(), record.lease_id,
-        OrNull(TimeParam(record.leased() ? record.lease_expire_time : absl::InfinitePast())),
-        OrNull(TimeParam(record.leased() ? record.run_deadline : absl::InfinitePast())),
-        OrNull(TimeParam(record.state_time)), OrNull(TimeParam(record.stage_time)),
-        pqxx::binarystring(job.SerializeAsString()), record.tenant, static_cast<int>(v1::QUEUED),
-        max_queued, channel_, absl::StrCat(instance_, " ", job.name()));
+        OrNull(TimeParam(values.lease_expire_us)), OrNull(TimeParam(values.run_deadline_us)),
+        OrNull(TimeParam(values.state_time_us)), OrNull(TimeParam(values.stage_time_us)),
+        pqxx::binarystring(values.job), record.tenant, static_cast<int>(v1::QUEUED), max_queued,
+        channel_, absl::StrCat(instance_, " ", job.name()));
     if (inserted.empty()) {
       const pqxx::result counted = txn.exec_params(
           "SELECT n FROM job_counts WHERE state = $1", static_cast<int>(v1::QUEUED));
-      const int64_t queued = counted.empty() ? 0 : counted[0][0].as<int64_t>();
-      return absl::ResourceExhaustedError(
-          absl::StrCat("the job queue is full (", queued,
-                       " jobs queued); retry later, or raise the server's --max-queued-jobs"));
+      return job_row::QueueFullError(counted.empty() ? 0 : counted[0][0].as<int64_t>());
     }
     const int64_t seq = inserted[0][0].as<int64_t>();
     for (const auto& [key, value] : job.spec().labels()) {
@@ -509,7 +367,7 @@ absl::StatusOr<JobRecord> PostgresJobStore::Get(const std::string& name) {
     pqxx::nontransaction txn(c.conn);
     const pqxx::result rows = txn.exec_prepared(kGetStatement, name);
     if (rows.empty()) {
-      return absl::NotFoundError(absl::StrCat("job '", name, "' not found"));
+      return job_row::NotFoundError(name);
     }
     ASSIGN_OR_RETURN(record, ReadRecord(rows[0]));
     return absl::OkStatus();
@@ -518,12 +376,7 @@ absl::StatusOr<JobRecord> PostgresJobStore::Get(const std::string& name) {
 }
 
 absl::StatusOr<JobPage> PostgresJobStore::List(const JobQuery& query) {
-  int64_t below_seq = std::numeric_limits<int64_t>::max();
-  if (!query.page_token.empty()) {
-    ASSIGN_OR_RETURN(below_seq, DecodePageToken(query.page_token));
-  }
-  const int page_size = query.page_size > 0 ? query.page_size : 1;
-  JobPage page;
+  ASSIGN_OR_RETURN(job_row::PageBuilder page, job_row::PageBuilder::Start(query));
   RETURN_IF_ERROR(Run("list", [&](Connection& c) -> absl::Status {
     pqxx::nontransaction txn(c.conn);
     // One statement for every filter combination: an unset filter's test is always true.
@@ -534,20 +387,19 @@ absl::StatusOr<JobPage> PostgresJobStore::List(const JobQuery& query) {
                      "($3::text = '' OR seq IN (SELECT job_seq FROM job_labels "
                      "WHERE key = $3::text AND value = $4::text)) AND "
                      "($6::text = '' OR tenant = $6::text) ORDER BY seq DESC LIMIT $5"),
-        below_seq, static_cast<int>(query.state), query.label_key, query.label_value,
-        int64_t{page_size} + 1, query.tenant);
-    int64_t last_seq = 0;
+        page.below_seq(), static_cast<int>(query.state), query.label_key, query.label_value,
+        page.row_limit(), query.tenant);
     for (const pqxx::row& row : rows) {
-      if (static_cast<int>(page.jobs.size()) == page_size) {
-        page.next_page_token = EncodePageToken(last_seq);
+      if (!page.WantsRow()) {
         break;
       }
-      ASSIGN_OR_RETURN(JobRecord record, ReadRecord(row, &last_seq));
-      page.jobs.push_back(std::move(record.job));
+      int64_t seq = 0;
+      ASSIGN_OR_RETURN(JobRecord record, ReadRecord(row, &seq));
+      page.Add(seq, std::move(record.job));
     }
     return absl::OkStatus();
   }));
-  return page;
+  return std::move(page).Finish();
 }
 
 absl::StatusOr<JobRecord> PostgresJobStore::Update(const JobRecord& record) {
@@ -588,8 +440,7 @@ absl::StatusOr<std::optional<JobRecord>> PostgresJobStore::ClaimOldestQueued(
 }
 
 absl::StatusOr<std::vector<JobRecord>> PostgresJobStore::FindLeasedDueBy(absl::Time t) {
-  const int64_t due_us =
-      t == absl::InfiniteFuture() ? std::numeric_limits<int64_t>::max() : absl::ToUnixMicros(t);
+  const int64_t due_us = job_row::DueByColumn(t);
   std::vector<JobRecord> due;
   RETURN_IF_ERROR(Run("find leased", [&](Connection& c) -> absl::Status {
     pqxx::nontransaction txn(c.conn);
@@ -615,9 +466,9 @@ absl::Status PostgresJobStore::Delete(const std::string& name, int64_t version) 
         txn.exec_params("DELETE FROM jobs WHERE name = $1 AND version = $2", name, version);
     if (deleted.affected_rows() != 1) {
       if (txn.exec_params("SELECT 1 FROM jobs WHERE name = $1", name).empty()) {
-        return absl::NotFoundError(absl::StrCat("job '", name, "' not found"));
+        return job_row::NotFoundError(name);
       }
-      return absl::AbortedError(absl::StrCat("job '", name, "' was changed concurrently; retry"));
+      return job_row::ChangedConcurrentlyError(name);
     }
     txn.commit();
     return absl::OkStatus();

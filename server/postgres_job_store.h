@@ -10,7 +10,8 @@
 //     a listener thread with its own connection reports other stores' writes
 //     (SetChangeListener), which is how replicas wake each other's long polls and watches.
 // The schema is created and migrated at Open() (table schema_version, an ordered list of
-// migrations). The connection URL may carry a password: only RedactedUrl() is ever shown.
+// migrations: server/postgres_schema.h). The connection URL may carry a password: only
+// RedactedUrl() is ever shown.
 #ifndef OMPQ_SERVER_POSTGRES_JOB_STORE_H_
 #define OMPQ_SERVER_POSTGRES_JOB_STORE_H_
 

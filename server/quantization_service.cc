@@ -8,14 +8,11 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "common/grpc_status.h"
+#include "rpc/job_state.h"
 #include "server/job_notifier.h"
 
 namespace ompq {
 namespace {
-
-bool IsTerminal(v1::JobState state) {
-  return state == v1::SUCCEEDED || state == v1::FAILED || state == v1::CANCELLED;
-}
 
 // Answers a unary call from a StatusOr.
 template <typename T>

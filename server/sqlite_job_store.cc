@@ -3,16 +3,13 @@
 #include <sqlite3.h>
 
 #include <cstdint>
-#include <limits>
+#include <optional>
 #include <unordered_map>
 #include <utility>
 
-#include "absl/strings/escaping.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
 #include "common/status_macros.h"
-#include "server/proto_time.h"
+#include "server/job_row_codec.h"
 
 namespace ompq {
 namespace {
@@ -74,10 +71,7 @@ CREATE TRIGGER IF NOT EXISTS job_counts_update AFTER UPDATE OF state ON jobs
 END;
 )sql";
 
-// Columns read back into a JobRecord, in this order.
-constexpr char kRecordColumns[] =
-    "seq, version, lease_id, lease_expire_us, run_deadline_us, state_time_us, "
-    "stage_time_us, job, tenant";
+using job_row::kRecordColumns;
 
 absl::Status SqliteError(sqlite3* db, absl::string_view what) {
   const int code = sqlite3_errcode(db);
@@ -179,12 +173,12 @@ class Statement {
     sqlite3_bind_blob(stmt_, index, bytes.data(), static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
   }
   void BindNull(int index) { sqlite3_bind_null(stmt_, index); }
-  // Infinite past (unset) is stored as NULL.
-  void BindTime(int index, absl::Time t) {
-    if (t == absl::InfinitePast()) {
-      BindNull(index);
+  // A time column (job_row::TimeColumn): NULL when unset.
+  void BindMicros(int index, const std::optional<int64_t>& micros) {
+    if (micros.has_value()) {
+      Bind(index, *micros);
     } else {
-      Bind(index, absl::ToUnixMicros(t));
+      BindNull(index);
     }
   }
 
@@ -203,12 +197,14 @@ class Statement {
 
   int64_t Int(int col) { return sqlite3_column_int64(stmt_, col); }
   bool IsNull(int col) { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
-  std::string Text(int col) {
+  // Valid until the next Step().
+  absl::string_view Text(int col) {
     const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, col));
-    return text == nullptr ? std::string() : std::string(text, sqlite3_column_bytes(stmt_, col));
+    return text == nullptr ? absl::string_view()
+                           : absl::string_view(text, sqlite3_column_bytes(stmt_, col));
   }
-  absl::Time Time(int col) {
-    return IsNull(col) ? absl::InfinitePast() : absl::FromUnixMicros(Int(col));
+  std::optional<int64_t> Micros(int col) {
+    return IsNull(col) ? std::nullopt : std::optional<int64_t>(Int(col));
   }
   absl::string_view Blob(int col) {
     const auto* data = static_cast<const char*>(sqlite3_column_blob(stmt_, col));
@@ -260,41 +256,24 @@ class Transaction {
   bool committed_ = false;
 };
 
+// Binds what both Create() and Update() write, from parameter `first` on: lease_id,
+// lease_expire_us, run_deadline_us, state_time_us, stage_time_us and job.
+void BindWrittenColumns(Statement& stmt, int first, const JobRecord& record,
+                        const job_row::RowValues& values) {
+  stmt.BindText(first, record.lease_id);
+  stmt.BindMicros(first + 1, values.lease_expire_us);
+  stmt.BindMicros(first + 2, values.run_deadline_us);
+  stmt.BindMicros(first + 3, values.state_time_us);
+  stmt.BindMicros(first + 4, values.stage_time_us);
+  stmt.BindBlob(first + 5, values.job);
+}
+
 // Reads the kRecordColumns of the current row; also returns seq.
 absl::StatusOr<JobRecord> ReadRecord(Statement& stmt, int64_t* seq = nullptr) {
-  JobRecord record;
-  if (seq != nullptr) {
-    *seq = stmt.Int(0);
-  }
-  record.version = stmt.Int(1);
-  record.lease_id = stmt.Text(2);
-  record.lease_expire_time = stmt.Time(3);
-  record.run_deadline = stmt.Time(4);
-  record.state_time = stmt.Time(5);
-  record.stage_time = stmt.Time(6);
-  absl::string_view bytes = stmt.Blob(7);
-  if (!record.job.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-    return absl::DataLossError("job database: a stored job does not parse");
-  }
-  record.tenant = stmt.Text(8);
-  return record;
-}
-
-std::string EncodePageToken(int64_t seq) {
-  return absl::WebSafeBase64Escape(absl::StrCat("seq:", seq));
-}
-
-absl::StatusOr<int64_t> DecodePageToken(const std::string& token) {
-  std::string raw;
-  if (absl::WebSafeBase64Unescape(token, &raw)) {
-    absl::string_view rest = raw;
-    int64_t seq = 0;
-    if (absl::ConsumePrefix(&rest, "seq:") && absl::SimpleAtoi(rest, &seq) && seq > 0) {
-      return seq;
-    }
-  }
-  return absl::InvalidArgumentError(
-      "page_token is not valid: pass the next_page_token of the previous response");
+  return job_row::DecodeRecord(
+      {stmt.Int(0), stmt.Int(1), stmt.Text(2), stmt.Micros(3), stmt.Micros(4), stmt.Micros(5),
+       stmt.Micros(6), stmt.Blob(7), stmt.Text(8)},
+      seq);
 }
 
 }  // namespace
@@ -403,9 +382,7 @@ absl::StatusOr<CreateResult> SqliteJobStore::Create(const JobRecord& record, int
     ASSIGN_OR_RETURN(bool row, count.Step());
     const int64_t queued = row ? count.Int(0) : 0;
     if (queued >= max_queued) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("the job queue is full (", queued,
-                       " jobs queued); retry later, or raise the server's --max-queued-jobs"));
+      return job_row::QueueFullError(queued);
     }
   }
   Statement insert(db_,
@@ -413,20 +390,16 @@ absl::StatusOr<CreateResult> SqliteJobStore::Create(const JobRecord& record, int
                    "lease_id, lease_expire_us, run_deadline_us, state_time_us, stage_time_us, "
                    "job, tenant) VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                    statements_.get());
+  const job_row::RowValues values = job_row::EncodeRecord(record);
   insert.BindText(1, job.name());
   insert.Bind(2, job.state());
-  insert.Bind(3, absl::ToUnixMicros(FromProtoTimestamp(job.create_time())));
+  insert.Bind(3, values.create_time_us);
   if (job.request_id().empty()) {
     insert.BindNull(4);
   } else {
     insert.BindText(4, job.request_id());
   }
-  insert.BindText(5, record.lease_id);
-  insert.BindTime(6, record.leased() ? record.lease_expire_time : absl::InfinitePast());
-  insert.BindTime(7, record.leased() ? record.run_deadline : absl::InfinitePast());
-  insert.BindTime(8, record.state_time);
-  insert.BindTime(9, record.stage_time);
-  insert.BindBlob(10, job.SerializeAsString());
+  BindWrittenColumns(insert, 5, record, values);
   insert.BindText(11, record.tenant);
   RETURN_IF_ERROR(insert.Step().status());
   const int64_t seq = sqlite3_last_insert_rowid(db_);
@@ -448,17 +421,13 @@ absl::StatusOr<JobRecord> SqliteJobStore::Get(const std::string& name) {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(std::optional<JobRecord> record, GetLocked(name));
   if (!record.has_value()) {
-    return absl::NotFoundError(absl::StrCat("job '", name, "' not found"));
+    return job_row::NotFoundError(name);
   }
   return *std::move(record);
 }
 
 absl::StatusOr<JobPage> SqliteJobStore::List(const JobQuery& query) {
-  int64_t below_seq = std::numeric_limits<int64_t>::max();
-  if (!query.page_token.empty()) {
-    ASSIGN_OR_RETURN(below_seq, DecodePageToken(query.page_token));
-  }
-  const int page_size = query.page_size > 0 ? query.page_size : 1;
+  ASSIGN_OR_RETURN(job_row::PageBuilder page, job_row::PageBuilder::Start(query));
   std::string sql = absl::StrCat("SELECT ", kRecordColumns, " FROM jobs WHERE seq < ?1");
   if (query.state != v1::JOB_STATE_UNSPECIFIED) {
     absl::StrAppend(&sql, " AND state = ?2");
@@ -475,7 +444,7 @@ absl::StatusOr<JobPage> SqliteJobStore::List(const JobQuery& query) {
 
   absl::MutexLock lock(&mu_);
   Statement stmt(db_, sql, statements_.get());
-  stmt.Bind(1, below_seq);
+  stmt.Bind(1, page.below_seq());
   if (query.state != v1::JOB_STATE_UNSPECIFIED) {
     stmt.Bind(2, query.state);
   }
@@ -483,25 +452,20 @@ absl::StatusOr<JobPage> SqliteJobStore::List(const JobQuery& query) {
     stmt.BindText(3, query.label_key);
     stmt.BindText(4, query.label_value);
   }
-  stmt.Bind(5, int64_t{page_size} + 1);
+  stmt.Bind(5, page.row_limit());
   if (!query.tenant.empty()) {
     stmt.BindText(6, query.tenant);
   }
-  JobPage page;
-  int64_t last_seq = 0;
   while (true) {
     ASSIGN_OR_RETURN(bool row, stmt.Step());
-    if (!row) {
+    if (!row || !page.WantsRow()) {
       break;
     }
-    if (static_cast<int>(page.jobs.size()) == page_size) {
-      page.next_page_token = EncodePageToken(last_seq);
-      break;
-    }
-    ASSIGN_OR_RETURN(JobRecord record, ReadRecord(stmt, &last_seq));
-    page.jobs.push_back(std::move(record.job));
+    int64_t seq = 0;
+    ASSIGN_OR_RETURN(JobRecord record, ReadRecord(stmt, &seq));
+    page.Add(seq, std::move(record.job));
   }
-  return page;
+  return std::move(page).Finish();
 }
 
 absl::Status SqliteJobStore::WriteLocked(const JobRecord& record, int64_t new_version) {
@@ -512,12 +476,7 @@ absl::Status SqliteJobStore::WriteLocked(const JobRecord& record, int64_t new_ve
                    statements_.get());
   update.Bind(1, record.job.state());
   update.Bind(2, new_version);
-  update.BindText(3, record.lease_id);
-  update.BindTime(4, record.leased() ? record.lease_expire_time : absl::InfinitePast());
-  update.BindTime(5, record.leased() ? record.run_deadline : absl::InfinitePast());
-  update.BindTime(6, record.state_time);
-  update.BindTime(7, record.stage_time);
-  update.BindBlob(8, record.job.SerializeAsString());
+  BindWrittenColumns(update, 3, record, job_row::EncodeRecord(record));
   update.BindText(9, record.job.name());
   update.Bind(10, record.version);
   RETURN_IF_ERROR(update.Step().status());
@@ -526,10 +485,9 @@ absl::Status SqliteJobStore::WriteLocked(const JobRecord& record, int64_t new_ve
   }
   ASSIGN_OR_RETURN(std::optional<JobRecord> current, GetLocked(record.job.name()));
   if (!current.has_value()) {
-    return absl::NotFoundError(absl::StrCat("job '", record.job.name(), "' not found"));
+    return job_row::NotFoundError(record.job.name());
   }
-  return absl::AbortedError(
-      absl::StrCat("job '", record.job.name(), "' was changed concurrently; retry"));
+  return job_row::ChangedConcurrentlyError(record.job.name());
 }
 
 absl::StatusOr<JobRecord> SqliteJobStore::Update(const JobRecord& record) {
@@ -573,8 +531,7 @@ absl::StatusOr<std::vector<JobRecord>> SqliteJobStore::FindLeasedDueBy(absl::Tim
                               // job in seq order (once a second, under mu_).
                               "ORDER BY +seq"),
                  statements_.get());
-  stmt.Bind(
-      1, t == absl::InfiniteFuture() ? std::numeric_limits<int64_t>::max() : absl::ToUnixMicros(t));
+  stmt.Bind(1, job_row::DueByColumn(t));
   std::vector<JobRecord> due;
   while (true) {
     ASSIGN_OR_RETURN(bool row, stmt.Step());
@@ -595,11 +552,11 @@ absl::Status SqliteJobStore::Delete(const std::string& name, int64_t version) {
   find.BindText(1, name);
   ASSIGN_OR_RETURN(bool row, find.Step());
   if (!row) {
-    return absl::NotFoundError(absl::StrCat("job '", name, "' not found"));
+    return job_row::NotFoundError(name);
   }
   const int64_t seq = find.Int(0);
   if (find.Int(1) != version) {
-    return absl::AbortedError(absl::StrCat("job '", name, "' was changed concurrently; retry"));
+    return job_row::ChangedConcurrentlyError(name);
   }
   Statement labels(db_, "DELETE FROM job_labels WHERE job_seq = ?1", statements_.get());
   labels.Bind(1, seq);

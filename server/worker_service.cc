@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/grpc_status.h"
-#include "server/proto_time.h"
+#include "rpc/proto_time.h"
 
 namespace ompq {
 namespace {

@@ -8,18 +8,11 @@
 #include "common/grpc_status.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "rpc/proto_time.h"
 #include "workers/worker_job.h"
 
 namespace ompq::worker {
 namespace {
-
-google::protobuf::Duration ToProto(absl::Duration d) {
-  google::protobuf::Duration out;
-  int64_t millis = absl::ToInt64Milliseconds(d);
-  out.set_seconds(millis / 1000);
-  out.set_nanos(static_cast<int32_t>(millis % 1000) * 1000000);
-  return out;
-}
 
 // Errors a retry cannot fix: the worker is misconfigured, not the server away.
 bool IsFatal(const absl::Status& status) {
@@ -39,7 +32,7 @@ bool IsFatal(const absl::Status& status) {
 absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(WorkerOptions options) {
   if (options.worker_id.empty()) return absl::InvalidArgumentError("--worker-id is empty");
   if (options.work_dir.empty()) return absl::InvalidArgumentError("--work-dir is empty");
-  ASSIGN_OR_RETURN(auto channel, client::MakeChannel(options.connection));
+  ASSIGN_OR_RETURN(auto channel, rpc::MakeChannel(options.connection));
   auto worker = std::make_unique<Worker>(std::move(options), std::move(channel));
   if (!worker->options_.metrics_listen.empty()) {
     ASSIGN_OR_RETURN(int port, worker->metrics_->Serve(worker->options_.metrics_listen));
@@ -81,7 +74,7 @@ void Worker::SleepUnlessStopped(absl::Duration duration) {
 
 absl::StatusOr<v1::LeaseJobResponse> Worker::Lease() {
   grpc::ClientContext context;
-  client::PrepareContext(context, options_.connection, options_.lease_wait + options_.rpc_timeout);
+  rpc::PrepareContext(context, options_.connection, options_.lease_wait + options_.rpc_timeout);
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return absl::CancelledError("stopping");
@@ -90,7 +83,9 @@ absl::StatusOr<v1::LeaseJobResponse> Worker::Lease() {
   v1::LeaseJobRequest request;
   request.set_worker_id(options_.worker_id);
   request.set_device(options_.device);
-  *request.mutable_wait() = ToProto(options_.lease_wait);
+  // In whole milliseconds, as the worker has always sent it.
+  *request.mutable_wait() =
+      ToProtoDuration(absl::Trunc(options_.lease_wait, absl::Milliseconds(1)));
   v1::LeaseJobResponse response;
   grpc::Status status = workers_->LeaseJob(&context, request, &response);
   {

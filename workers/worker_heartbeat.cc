@@ -5,7 +5,7 @@
 
 #include "common/grpc_status.h"
 #include "common/logging.h"
-#include "google/protobuf/duration.pb.h"
+#include "rpc/proto_time.h"
 
 namespace ompq::worker {
 namespace {
@@ -16,13 +16,9 @@ absl::Duration IntervalFor(absl::Duration lease_duration, const HeartbeatOptions
   return std::min(third, options.max_interval);
 }
 
-absl::Duration FromProto(const google::protobuf::Duration& d) {
-  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
-}
-
 }  // namespace
 
-Heartbeat::Heartbeat(v1::WorkerService::StubInterface& stub, client::ConnectionOptions connection,
+Heartbeat::Heartbeat(v1::WorkerService::StubInterface& stub, rpc::ConnectionOptions connection,
                      std::string worker_id, std::string lease_id, std::string job_name,
                      absl::Duration lease_duration, HeartbeatOptions options)
     : stub_(stub),
@@ -87,7 +83,7 @@ void Heartbeat::Beat() {
     request.set_message(report_.message);
   }
   grpc::ClientContext context;
-  client::PrepareContext(context, connection_, options_.rpc_timeout);
+  rpc::PrepareContext(context, connection_, options_.rpc_timeout);
   v1::HeartbeatResponse response;
   grpc::Status status = stub_.Heartbeat(&context, request, &response);
   switch (status.error_code()) {
@@ -97,7 +93,7 @@ void Heartbeat::Beat() {
       }
       if (response.has_lease_duration()) {
         absl::MutexLock lock(&mu_);
-        interval_ = IntervalFor(FromProto(response.lease_duration()), options_);
+        interval_ = IntervalFor(FromProtoDuration(response.lease_duration()), options_);
       }
       break;
     case grpc::StatusCode::ABORTED:

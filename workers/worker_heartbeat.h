@@ -10,8 +10,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "client/channel.h"
 #include "ompq/v1/worker_service.grpc.pb.h"
+#include "rpc/channel.h"
 
 namespace ompq::worker {
 
@@ -34,7 +34,7 @@ struct HeartbeatOptions {
 /// Sends Heartbeat for one lease from its own thread until Stop() or destruction.
 class Heartbeat {
  public:
-  Heartbeat(v1::WorkerService::StubInterface& stub, client::ConnectionOptions connection,
+  Heartbeat(v1::WorkerService::StubInterface& stub, rpc::ConnectionOptions connection,
             std::string worker_id, std::string lease_id, std::string job_name,
             absl::Duration lease_duration, HeartbeatOptions options);
   ~Heartbeat();
@@ -62,7 +62,7 @@ class Heartbeat {
   bool Due() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   v1::WorkerService::StubInterface& stub_;
-  const client::ConnectionOptions connection_;
+  const rpc::ConnectionOptions connection_;
   const std::string worker_id_;
   const std::string lease_id_;
   const std::string job_name_;

@@ -7,6 +7,7 @@
 #include <exception>
 #include <functional>
 #include <filesystem>
+#include <memory>
 #include <new>
 #include <optional>
 #include <system_error>
@@ -16,15 +17,15 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "client/blob_transfer.h"
 #include "common/grpc_status.h"
 #include "common/job_error.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "common/units.h"
 #include "google/protobuf/util/time_util.h"
-#include "workers/engine/quantize.h"
-#include "workers/engine/search.h"
+#include "rpc/blob_transfer.h"
+#include "rpc/proto_time.h"
+#include "workers/engine/job_run.h"
 #include "workers/worker_heartbeat.h"
 #include "workers/worker_mapping.h"
 
@@ -32,10 +33,6 @@ namespace ompq::worker {
 namespace {
 
 namespace fs = std::filesystem;
-
-absl::Duration FromProto(const google::protobuf::Duration& d) {
-  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
-}
 
 // The model's local file name: the user's own (display_name) when it is a plain file
 // name, so engine messages such as "'x.pt' is not a TorchScript archive" name their file.
@@ -101,7 +98,7 @@ class LeasedJob {
         job_(lease.job()),
         lease_id_(lease.lease_id()),
         heartbeat_(*env.workers, options_.connection, options_.worker_id, lease.lease_id(),
-                   lease.job().name(), FromProto(lease.lease_duration()), options_.heartbeat),
+                   lease.job().name(), FromProtoDuration(lease.lease_duration()), options_.heartbeat),
         progress_(JobProgress::StagesFor(lease.job().spec())),
         dir_(fs::path(options_.work_dir) / "jobs" /
              std::string(absl::StripPrefix(lease.job().name(), "jobs/"))),
@@ -110,7 +107,7 @@ class LeasedJob {
         eval_path_(lease.job().spec().eval_digest().empty() ? fs::path() : dir_ / "eval.data"),
         train_path_(lease.job().spec().train_digest().empty() ? fs::path()
                                                                : dir_ / "train.data") {
-    if (job_.spec().has_timeout()) deadline_ = started_ + FromProto(job_.spec().timeout());
+    if (job_.spec().has_timeout()) deadline_ = started_ + FromProtoDuration(job_.spec().timeout());
     if (options_.job_time_limit > absl::ZeroDuration() &&
         started_ + options_.job_time_limit < deadline_) {
       deadline_ = started_ + options_.job_time_limit;
@@ -134,22 +131,21 @@ class LeasedJob {
                           << ": OMPQ_WORKER_FAULT=crash_on_label: killing this worker";
         ::kill(::getpid(), SIGKILL);
       }
-      // Eval and training data are checked before any long work starts.
-      if (status.ok()) status = Guarded("checking the eval data", [&] { return CheckEval(); });
+      // The inputs are loaded and checked (eval and training data against the model)
+      // once, before any long work starts; the stages then run on them.
+      std::unique_ptr<engine::JobRun> run;
       if (status.ok()) {
-        status = Guarded("checking the training data", [&] { return CheckTrain(); });
+        status = Guarded("loading the inputs", [&]() -> absl::Status {
+          ASSIGN_OR_RETURN(run, engine::JobRun::Load(SearchOptionsForJob(),
+                                                     QuantizeOptionsForJob(), EngineProgress()));
+          return absl::OkStatus();
+        });
       }
-      std::optional<nlohmann::json> report;
+      if (status.ok()) status = Guarded("search", [&] { return run->Search(EngineProgress()); });
       if (status.ok()) {
-        auto searched = Search();
-        status = searched.status();
-        if (searched.ok()) report = std::move(*searched);
+        status = Guarded("quantization", [&] { return run->Quantize(EngineProgress()); });
       }
-      std::vector<std::string> files;
-      if (status.ok()) {
-        status = Guarded("quantization", [&] { return Quantize(*report, files); });
-      }
-      if (status.ok()) status = Export(*report, files, result, artifacts);
+      if (status.ok()) status = Export(*run, result, artifacts);
     } catch (const std::bad_alloc& e) {
       status = OutOfMemory(options_, e.what());
     }
@@ -191,7 +187,7 @@ class LeasedJob {
                              absl::FormatDuration(options_.job_time_limit),
                              "; use a smaller search or a worker with a longer limit")
               : absl::StrCat("the job ran longer than its time limit of ",
-                             absl::FormatDuration(FromProto(job_.spec().timeout())),
+                             absl::FormatDuration(FromProtoDuration(job_.spec().timeout())),
                              "; raise --timeout or use a smaller search");
       return {JobFailure(absl::StatusCode::kDeadlineExceeded, reason::kDeadlineExceeded, message),
               false};
@@ -239,7 +235,7 @@ class LeasedJob {
       if (ShouldStop()) return StopReason().first;
       ReportProgress(v1::FETCHING_INPUTS, static_cast<double>(i) / inputs.size(),
                      absl::StrCat("fetching ", inputs[i].second.filename().string()));
-      RETURN_IF_ERROR(client::DownloadBlob(*env_.blobs, options_.connection, options_.transfer,
+      RETURN_IF_ERROR(rpc::DownloadBlob(*env_.blobs, options_.connection, options_.transfer,
                                            inputs[i].first, -1, inputs[i].second.string()));
     }
     return absl::OkStatus();
@@ -263,66 +259,30 @@ class LeasedJob {
     return status;
   }
 
+  engine::SearchOptions SearchOptionsForJob() const {
+    return ToSearchOptions(job_.spec(), model_path_.string(), calib_path_.string(),
+                           options_.device);
+  }
+
   engine::QuantizeOptions QuantizeOptionsForJob() const {
     return ToQuantizeOptions(job_.spec(), model_path_.string(), calib_path_.string(),
                              eval_path_.string(), train_path_.string(), options_.device,
                              (dir_ / "artifacts").string());
   }
 
-  absl::Status CheckEval() {
-    if (eval_path_.empty()) return absl::OkStatus();
-    ReportProgress(v1::ANALYZING, 0, "checking the eval data");
-    return engine::CheckEvalData(QuantizeOptionsForJob());
-  }
-
-  // QAT's training data: labelled, accepted by the model, labels within its classes.
-  absl::Status CheckTrain() {
-    if (job_.spec().finetune() != v1::QAT) return absl::OkStatus();
-    ReportProgress(v1::ANALYZING, 0, "checking the training data");
-    return engine::CheckTrainData(QuantizeOptionsForJob());
-  }
-
-  // Quantization after the search: calibration, PTQ or QAT, evaluation, model_quantized.pt and
-  // encodings.json (added to `files`).
-  absl::Status Quantize(nlohmann::json& report, std::vector<std::string>& files) {
-    auto on_progress = [this](engine::Stage stage, double fraction, const std::string& message) {
+  // The engine's progress becomes the job's; false once the job must stop.
+  engine::ProgressFn EngineProgress() {
+    return [this](engine::Stage stage, double fraction, const std::string& message) {
       ReportProgress(ToProtoStage(stage), fraction, message);
       return !ShouldStop();
     };
-    ASSIGN_OR_RETURN(files, engine::RunQuantization(QuantizeOptionsForJob(), report, on_progress));
-    return absl::OkStatus();
   }
 
-  absl::StatusOr<nlohmann::json> Search() {
-    engine::SearchOptions search =
-        ToSearchOptions(job_.spec(), model_path_.string(), calib_path_.string(), options_.device);
-    auto on_progress = [this](engine::Stage stage, double fraction, const std::string& message) {
-      ReportProgress(ToProtoStage(stage), fraction, message);
-      return !ShouldStop();
-    };
-    absl::StatusOr<engine::SearchResult> searched;
-    try {
-      searched = engine::RunSearch(search, on_progress);
-    } catch (const std::bad_alloc& e) {
-      searched = OutOfMemory(options_, e.what());
-    } catch (const std::exception& e) {
-      // The engine reports errors as Status; this only guards the worker against a bug.
-      searched = absl::InternalError(absl::StrCat("search failed: ", e.what()));
-    }
-    if (!searched.ok()) {
-      if (searched.status().code() != absl::StatusCode::kResourceExhausted &&
-          LooksLikeOutOfMemory(searched.status())) {
-        return OutOfMemory(options_, searched.status().message());
-      }
-      return searched.status();
-    }
-    return std::move(searched->report);
-  }
-
-  // Writes the report files beside the quantization's `files` and uploads them all.
-  absl::Status Export(nlohmann::json& report, std::vector<std::string> files,
-                      v1::JobResult& result, std::vector<v1::Artifact>& artifacts) {
+  // Writes the report files beside the quantization's and uploads them all.
+  absl::Status Export(engine::JobRun& run, v1::JobResult& result,
+                      std::vector<v1::Artifact>& artifacts) {
     ReportProgress(v1::EXPORTING, 0, "writing artifacts");
+    nlohmann::json& report = run.report();
     report["job"] = job_.name();
     if (!report["model"].is_object()) report["model"] = nlohmann::json::object();
     report["model"]["digest"] = job_.spec().model_digest();
@@ -336,22 +296,20 @@ class LeasedJob {
     // The engine's export (model_quantized.pt, encodings.json) plus the report files.
     const double engine_export_seconds = timings.value("export", 0.0);
     absl::Time export_start = absl::Now();
-    RETURN_IF_ERROR(engine::WriteArtifacts(report, out_dir.string()).status());
+    RETURN_IF_ERROR(run.WriteReport().status());
     // Written twice so report.json records the export time it measures; the files are
     // small and the second write is as quick as the first.
     timings["export"] = engine_export_seconds + absl::ToDoubleSeconds(absl::Now() - export_start);
     timings["total"] = absl::ToDoubleSeconds(absl::Now() - started_);
-    ASSIGN_OR_RETURN(std::vector<std::string> report_files,
-                     engine::WriteArtifacts(report, out_dir.string()));
-    files.insert(files.begin(), report_files.begin(), report_files.end());
+    ASSIGN_OR_RETURN(std::vector<std::string> files, run.WriteReport());
     ASSIGN_OR_RETURN(result, ToJobResult(report));
 
     for (size_t i = 0; i < files.size(); ++i) {
       if (ShouldStop()) return StopReason().first;
       ReportProgress(v1::EXPORTING, 0.1 + 0.9 * static_cast<double>(i) / files.size(),
                      absl::StrCat("uploading ", files[i]));
-      ASSIGN_OR_RETURN(client::UploadResult uploaded,
-                       client::UploadFile(*env_.blobs, options_.connection, options_.transfer,
+      ASSIGN_OR_RETURN(rpc::UploadResult uploaded,
+                       rpc::UploadFile(*env_.blobs, options_.connection, options_.transfer,
                                           (out_dir / files[i]).string()));
       v1::Artifact* artifact = &artifacts.emplace_back();
       artifact->set_name(files[i]);
@@ -389,7 +347,7 @@ class LeasedJob {
     absl::Duration backoff = options_.initial_backoff;
     for (int attempt = 1;; ++attempt) {
       grpc::ClientContext context;
-      client::PrepareContext(context, options_.connection, options_.rpc_timeout);
+      rpc::PrepareContext(context, options_.connection, options_.rpc_timeout);
       v1::CompleteJobResponse response;
       grpc::Status sent = env_.workers->CompleteJob(&context, request, &response);
       if (sent.ok()) {

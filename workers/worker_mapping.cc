@@ -83,9 +83,9 @@ engine::QuantizeOptions ToQuantizeOptions(const v1::JobSpec& spec, const std::st
   options.calib_path = calib_path;
   options.eval_path = eval_path;
   options.train_path = train_path;
-  options.finetune = spec.finetune() == v1::NONE  ? "none"
-                     : spec.finetune() == v1::QAT ? "qat"
-                                                  : "ptq";
+  options.finetune = spec.finetune() == v1::NONE  ? engine::FinetuneMode::kNone
+                     : spec.finetune() == v1::QAT ? engine::FinetuneMode::kQat
+                                                  : engine::FinetuneMode::kPtq;
   if (spec.act_bits() != 0) options.act_bits = spec.act_bits();
   if (spec.calib_samples() > 0) options.calib_samples = spec.calib_samples();
   if (spec.iters() > 0) options.iters = spec.iters();

@@ -6,15 +6,15 @@
 #include <string>
 
 #include "absl/time/time.h"
-#include "client/blob_transfer.h"
-#include "client/channel.h"
+#include "rpc/blob_transfer.h"
+#include "rpc/channel.h"
 #include "workers/worker_heartbeat.h"
 
 namespace ompq::worker {
 
 /// Everything a Worker needs; defaults suit a local child of ompq-server.
 struct WorkerOptions {
-  client::ConnectionOptions connection;                      // Server address, token, TLS CA.
+  rpc::ConnectionOptions connection;                         // Server address, token, TLS CA.
   std::string worker_id;                                     // Stable id shown in jobs; required.
   std::string work_dir;                                      // Jobs run in work_dir/jobs/<id>/.
   std::string device = "auto";                               // auto, cpu, cuda or cuda:N.
@@ -26,7 +26,7 @@ struct WorkerOptions {
   int64_t memory_limit_bytes = 0;                            // RLIMIT_AS of the process; 0: none.
   absl::Duration job_time_limit = absl::ZeroDuration();      // Per-job run time; 0: none.
   HeartbeatOptions heartbeat;                                // Heartbeat cadence and deadline.
-  client::TransferLimits transfer;                           // Blob download/upload deadlines.
+  rpc::TransferLimits transfer;                              // Blob download/upload deadlines.
   std::string metrics_listen;                                // Prometheus /metrics; empty: none.
 };
 

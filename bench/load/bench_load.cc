@@ -49,8 +49,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "client/blob_transfer.h"
-#include "client/channel.h"
+#include "rpc/blob_transfer.h"
+#include "rpc/channel.h"
 #include "common/digest.h"
 #include "health.grpc.pb.h"
 #include "ompq/v1/blob_service.grpc.pb.h"
@@ -625,9 +625,9 @@ void RunBlobs(const ServerProcess& server, const std::string& dir) {
   const int repeats = absl::GetFlag(FLAGS_blob_repeats);
   const int64_t size = mib << 20;
   fs::create_directories(dir);
-  ompq::client::ConnectionOptions connection;
+  ompq::rpc::ConnectionOptions connection;
   connection.server = server.address;
-  auto channel = ompq::client::MakeChannel(connection);
+  auto channel = ompq::rpc::MakeChannel(connection);
   if (!channel.ok()) Die(channel.status().ToString());
   auto stub = BlobService::NewStub(*channel);
   std::map<std::string, std::vector<double>> times;
@@ -679,7 +679,7 @@ void RunBlobs(const ServerProcess& server, const std::string& dir) {
     const std::string downloaded = dir + "/downloaded";
     CpuMeter download_cpu(server.pid);
     const auto start = Clock::now();
-    absl::Status got = ompq::client::DownloadBlob(*stub, connection, ompq::client::TransferLimits(),
+    absl::Status got = ompq::rpc::DownloadBlob(*stub, connection, ompq::rpc::TransferLimits(),
                                                   digest, size, downloaded);
     if (!got.ok()) Die(absl::StrCat("download failed: ", got.ToString()));
     times["download (BlobService.Read, ompqctl's DownloadBlob)"].push_back(SecondsSince(start));

@@ -18,6 +18,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
+#include "workers/engine/job_run.h"
 #include "workers/engine/search.h"
 #include "workers/engine/tensor_io.h"
 #include "workers/engine/torchscript_model.h"
@@ -94,6 +96,20 @@ ompq::engine::SearchOptions SearchOptionsFor(const Args& args) {
   return options;
 }
 
+// The search as the worker runs it: the inputs loaded once by the engine's pipeline
+// (engine::JobRun), then its search stages.
+absl::StatusOr<nlohmann::json> SearchAsAJob(const Args& args) {
+  ompq::engine::QuantizeOptions quantize;
+  quantize.model_path = args.model;
+  quantize.calib_path = args.calib;
+  quantize.finetune = ompq::engine::FinetuneMode::kNone;
+  absl::StatusOr<std::unique_ptr<ompq::engine::JobRun>> run =
+      ompq::engine::JobRun::Load(SearchOptionsFor(args), quantize, nullptr);
+  if (!run.ok()) return run.status();
+  if (absl::Status searched = (*run)->Search(nullptr); !searched.ok()) return searched;
+  return (*run)->report();
+}
+
 // A model ready to run and the batch the search would use.
 std::pair<LoadedModel, torch::Tensor> LoadForForward(const Args& args) {
   absl::StatusOr<LoadedModel> model = ompq::engine::LoadTorchScriptModel(args.model, "cpu");
@@ -116,9 +132,8 @@ int RunChild(const Args& args) {
     auto [model, inputs] = LoadForForward(args);
     model.module.forward({inputs});
   } else {
-    absl::StatusOr<ompq::engine::SearchResult> result =
-        ompq::engine::RunSearch(SearchOptionsFor(args), nullptr);
-    if (!result.ok()) Die(result.status());
+    absl::StatusOr<nlohmann::json> report = SearchAsAJob(args);
+    if (!report.ok()) Die(report.status());
   }
   std::printf("%lld %lld %.6f\n", static_cast<long long>(base_kb),
               static_cast<long long>(ProcStatusKb("VmHWM")), Seconds(start));
@@ -232,12 +247,11 @@ int main(int argc, char** argv) {
   for (int r = 0; r < args.repeats; ++r) {
     const Clock::time_point start = Clock::now();
     const double cpu_start = CpuSeconds();
-    absl::StatusOr<ompq::engine::SearchResult> result =
-        ompq::engine::RunSearch(SearchOptionsFor(args), nullptr);
-    if (!result.ok()) Die(result.status());
+    absl::StatusOr<nlohmann::json> report = SearchAsAJob(args);
+    if (!report.ok()) Die(report.status());
     search_seconds.push_back(Seconds(start));
     search_cpu.push_back(CpuSeconds() - cpu_start);
-    last_report = result->report;
+    last_report = *std::move(report);
   }
   // Other processes share this machine's cores: the minimum of several runs is the least
   // disturbed measurement; the median is shown too.

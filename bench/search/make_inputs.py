@@ -1,9 +1,10 @@
 #!/usr/bin/python3
-"""Writes the benchmark inputs: traced torchvision ResNet-18 and MobileNetV2 (random,
-seeded weights; BatchNorm statistics from a few train-mode batches) and a calibration
-batch of 32 ImageNet-sized images.
+"""Writes the benchmark inputs: traced torchvision models (random, seeded weights;
+BatchNorm statistics from a few train-mode batches) and a calibration batch of 32
+ImageNet-sized images.
 
-Usage: make_inputs.py OUT_DIR   (skips files that already exist)
+Usage: make_inputs.py OUT_DIR [MODEL ...]   (default resnet18 mobilenet_v2; skips files
+that already exist)
 """
 import os
 import sys
@@ -19,7 +20,7 @@ def main():
     calib = os.path.join(out, "calib_224.pt")
     if not os.path.exists(calib):
         torch.save(torch.randn(32, 3, 224, 224), calib)
-    for name in ("resnet18", "mobilenet_v2"):
+    for name in sys.argv[2:] or ("resnet18", "mobilenet_v2"):
         path = os.path.join(out, name + ".pt")
         if os.path.exists(path):
             continue

@@ -151,6 +151,8 @@ TEST(BuildJobPlan, RefusesBadInputNamingTheFlag) {
       {[](JobFlags& f) { f.size = "lots"; }, "--size"},
       {[](JobFlags& f) { f.bops = "75X"; }, "--bops"},
       {[](JobFlags& f) { f.act_bits = 32; }, "--act-bits"},
+      {[](JobFlags& f) { f.act_bits = 1; }, "--act-bits: '1' is not a bit-width; use a whole "
+                                            "number from 2"},
       {[](JobFlags& f) { f.beta = "-1"; }, "--beta"},
       {[](JobFlags& f) { f.finetune = "best"; }, "--finetune"},
       {[](JobFlags& f) { f.search_samples = 1; }, "--search-samples"},

@@ -114,7 +114,7 @@ TEST_P(CalibrationTest, OnePassEqualsLayerByLayer) {
     absl::StatusOr<torch::Tensor> inputs =
         stepwise->Capture(site, calib, calib.size(0), int64_t{1} << 40);
     ASSERT_TRUE(inputs.ok()) << inputs.status();
-    IntraOpThreads one_thread(1);
+    IntraOpThreads threads(ActivationFitThreads(inputs->numel()));
     absl::StatusOr<QuantParams> fitted = FitActivationQuantizer(*inputs, act);
     ASSERT_TRUE(fitted.ok()) << fitted.status();
     stepwise->session().SetActivation(

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "nlohmann/json.hpp"
+#include "workers/engine/quantize.h"
 #include "workers/engine/search.h"
 
 namespace ompq::engine {
@@ -40,13 +41,33 @@ class PtqFixture : public ::testing::Test {
   }
   void TearDown() override { std::filesystem::remove_all(out_); }
 
-  // The search's report at a 150 KiB size budget.
-  static nlohmann::json Search() {
+  // Quantization of the fixture's model and data (eval included) into out_: 256
+  // calibration samples, 200 PTQ steps, seed 7.
+  QuantizeOptions FixtureQuantizeOptions(FinetuneMode finetune) const {
+    QuantizeOptions options;
+    options.model_path = Input("model.pt");
+    options.calib_path = Input("calib.pt");
+    options.eval_path = Input("eval.pt");
+    options.finetune = finetune;
+    options.calib_samples = 256;
+    options.iters = 200;
+    options.seed = 7;
+    options.out_dir = out_.string();
+    return options;
+  }
+
+  // The search's options at a 150 KiB size budget.
+  static SearchOptions FixtureSearchOptions() {
     SearchOptions search;
     search.model_path = Input("model.pt");
     search.calib_path = Input("calib.pt");
     search.size_budget_bytes = 150 * 1024;
-    absl::StatusOr<SearchResult> result = RunSearch(search, nullptr);
+    return search;
+  }
+
+  // The search's report at a 150 KiB size budget.
+  static nlohmann::json Search() {
+    absl::StatusOr<SearchResult> result = RunSearch(FixtureSearchOptions(), nullptr);
     EXPECT_TRUE(result.ok()) << result.status();
     return result.ok() ? result->report : nlohmann::json();
   }

@@ -29,18 +29,12 @@ class QatTest : public PtqFixture {
  protected:
   // Low-bit activations too, so that quantization costs accuracy QAT can win back.
   QuantizeOptions Options() const {
-    QuantizeOptions options;
-    options.model_path = Input("model.pt");
-    options.calib_path = Input("calib.pt");
-    options.eval_path = Input("eval.pt");
+    QuantizeOptions options = FixtureQuantizeOptions(FinetuneMode::kQat);
     options.train_path = Input("train.pt");
-    options.finetune = "qat";
     options.act_bits = 4;
-    options.calib_samples = 256;
     options.epochs = 1;
     options.lr = 1e-3;
     options.seed = 3;
-    options.out_dir = out_.string();
     return options;
   }
 };
@@ -167,7 +161,7 @@ TEST_P(BadTrainTest, IsRefusedWithItsReason) {
   QuantizeOptions options;
   options.model_path = Input("model.pt");
   options.calib_path = Input("calib.pt");
-  options.finetune = "qat";
+  options.finetune = FinetuneMode::kQat;
   options.train_path = Input(GetParam().file);
   absl::Status status = CheckTrainData(options);
   ASSERT_FALSE(status.ok());
@@ -188,10 +182,10 @@ TEST(CheckTrainDataTest, AcceptsGoodTrainingDataAndIgnoresItWithoutQat) {
   QuantizeOptions options;
   options.model_path = Input("model.pt");
   options.calib_path = Input("calib.pt");
-  options.finetune = "qat";
+  options.finetune = FinetuneMode::kQat;
   options.train_path = Input("train.pt");
   EXPECT_TRUE(CheckTrainData(options).ok());
-  options.finetune = "ptq";
+  options.finetune = FinetuneMode::kPtq;
   options.train_path = Input("train_bad_labels.pt");
   EXPECT_TRUE(CheckTrainData(options).ok());
 }

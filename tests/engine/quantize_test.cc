@@ -26,18 +26,7 @@ namespace fs = std::filesystem;
 
 class QuantizeTest : public PtqFixture {
  protected:
-  QuantizeOptions Options(const std::string& finetune) {
-    QuantizeOptions options;
-    options.model_path = Input("model.pt");
-    options.calib_path = Input("calib.pt");
-    options.eval_path = Input("eval.pt");
-    options.finetune = finetune;
-    options.calib_samples = 256;
-    options.iters = 200;
-    options.seed = 7;
-    options.out_dir = out_.string();
-    return options;
-  }
+  QuantizeOptions Options(FinetuneMode finetune) { return FixtureQuantizeOptions(finetune); }
 };
 
 TEST_F(QuantizeTest, PtqBeatsNearestRoundingAndExportsAModelPythonAgreesWith) {
@@ -45,7 +34,7 @@ TEST_F(QuantizeTest, PtqBeatsNearestRoundingAndExportsAModelPythonAgreesWith) {
   ASSERT_TRUE(report.contains("layers"));
   std::vector<std::string> stages;
   absl::StatusOr<std::vector<std::string>> files = RunQuantization(
-      Options("ptq"), report, [&](Stage stage, double fraction, const std::string&) {
+      Options(FinetuneMode::kPtq), report, [&](Stage stage, double fraction, const std::string&) {
         EXPECT_GE(fraction, 0.0);
         EXPECT_LE(fraction, 1.0);
         std::string name = stage == Stage::kCalibrating  ? "calibrating"
@@ -100,7 +89,7 @@ TEST_F(QuantizeTest, PtqBeatsNearestRoundingAndExportsAModelPythonAgreesWith) {
 
 TEST_F(QuantizeTest, SameSeedGivesTheSameModel) {
   nlohmann::json report = Search();
-  QuantizeOptions options = Options("ptq");
+  QuantizeOptions options = Options(FinetuneMode::kPtq);
   options.iters = 50;
   options.eval_path.clear();
   nlohmann::json first_report = report, second_report = report;
@@ -123,7 +112,7 @@ TEST_F(QuantizeTest, SameSeedGivesTheSameModel) {
 TEST_F(QuantizeTest, NoFinetuneKeepsNearestRoundingAndStillExports) {
   nlohmann::json report = Search();
   absl::StatusOr<std::vector<std::string>> files =
-      RunQuantization(Options("none"), report, nullptr);
+      RunQuantization(Options(FinetuneMode::kNone), report, nullptr);
   ASSERT_TRUE(files.ok()) << files.status();
   EXPECT_TRUE(fs::exists(out_ / "model_quantized.pt"));
   EXPECT_EQ(report["accuracy"]["quantized"], report["accuracy"]["quantized_before_finetune"]);
@@ -136,7 +125,7 @@ TEST_F(QuantizeTest, CancelStopsFinetuning) {
   nlohmann::json report = Search();
   int finetune_calls = 0;
   absl::StatusOr<std::vector<std::string>> files = RunQuantization(
-      Options("ptq"), report, [&](Stage stage, double, const std::string&) {
+      Options(FinetuneMode::kPtq), report, [&](Stage stage, double, const std::string&) {
         if (stage != Stage::kFinetuning) return true;
         return ++finetune_calls < 3;  // Stop a few steps into the first layer.
       });

@@ -10,7 +10,7 @@
 
 #include "absl/strings/match.h"
 #include "common/digest.h"
-#include "server/proto_time.h"
+#include "rpc/proto_time.h"
 #include "server/sqlite_job_store.h"
 #include "tests/server/test_util.h"
 

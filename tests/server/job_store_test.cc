@@ -16,8 +16,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "rpc/proto_time.h"
 #include "server/postgres_job_store.h"
-#include "server/proto_time.h"
 #include "server/sqlite_job_store.h"
 #include "tests/server/postgres_test_util.h"
 #include "tests/server/test_util.h"

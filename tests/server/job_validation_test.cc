@@ -112,6 +112,9 @@ INSTANTIATE_TEST_SUITE_P(
                     kInvalid, "spec.weight_bits"},
         BadSpecCase{"ActBits17", [](v1::JobSpec& s) { s.set_act_bits(17); }, kInvalid,
                     "spec.act_bits"},
+        // Activation quantizers need at least 2 bits: refused at submit, not after the search.
+        BadSpecCase{"ActBits1", [](v1::JobSpec& s) { s.set_act_bits(1); }, kInvalid,
+                    "spec.act_bits must be in 2..16"},
         BadSpecCase{"ActBitsNegative", [](v1::JobSpec& s) { s.set_act_bits(-1); }, kInvalid,
                     "spec.act_bits"},
         BadSpecCase{"PinFirstLast20", [](v1::JobSpec& s) { s.set_pin_first_last_bits(20); },

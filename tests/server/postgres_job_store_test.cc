@@ -20,8 +20,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "rpc/proto_time.h"
 #include "server/job_store_factory.h"
-#include "server/proto_time.h"
 #include "tests/server/postgres_test_util.h"
 
 namespace ompq {

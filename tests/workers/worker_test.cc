@@ -161,7 +161,7 @@ TEST(WorkerUnreachable, BacksOffAndStops) {
 }
 
 TEST_F(WorkerTest, HeartbeatReportsProgressAndSeesCancel) {
-  auto channel = client::MakeChannel(options_.connection);
+  auto channel = rpc::MakeChannel(options_.connection);
   ASSERT_TRUE(channel.ok());
   auto stub = v1::WorkerService::NewStub(*channel);
   Heartbeat heartbeat(*stub, options_.connection, "w", "lease-1", "jobs/h", absl::Seconds(3),
@@ -208,7 +208,7 @@ TEST_F(WorkerTest, HeartbeatNoticesLostLease) {
     absl::MutexLock lock(&service_.mu);
     service_.heartbeat_answer = grpc::Status(grpc::StatusCode::ABORTED, "stale lease");
   }
-  auto channel = client::MakeChannel(options_.connection);
+  auto channel = rpc::MakeChannel(options_.connection);
   ASSERT_TRUE(channel.ok());
   auto stub = v1::WorkerService::NewStub(*channel);
   Heartbeat heartbeat(*stub, options_.connection, "w", "old", "jobs/h", absl::Seconds(3),

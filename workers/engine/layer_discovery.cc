@@ -21,6 +21,7 @@
 #include "common/job_error.h"
 #include "common/status_macros.h"
 #include "workers/engine/graph_layers.h"
+#include "workers/engine/instrumented_model.h"
 #include "workers/engine/torchscript_model.h"
 
 namespace ompq::engine {
@@ -37,8 +38,6 @@ constexpr int64_t kGramChunkElements = int64_t{1} << 18;
 // copy stay in a core's L2 cache, and a float32 product sums at most ~1000 terms before
 // it is added into the float64 Gram (relative error ~1e-7 per chunk, measured ~1e-8).
 constexpr int64_t kFloatGramChunkElements = int64_t{1} << 15;
-
-constexpr char kTapOp[] = "ompq::tap";
 
 // A layer whose output varies across samples by less than this fraction of its energy
 // (relative variation ~1e-6, near float32 rounding) counts as constant.
@@ -178,32 +177,7 @@ torch::Tensor FloatCentredGram(const FloatBlas& blas, const float* data, int64_t
 }
 
 // ---------------------------------------------------------------------------------------
-// The tap op and the collectors it feeds.
-
-class GramCollector;
-
-// Taps find their collector through the session id baked into the graph, not a
-// thread-local, so taps that run on other threads (prim::fork) still reach it.
-absl::Mutex registry_mutex;
-std::unordered_map<int64_t, GramCollector*>& Registry()
-    ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mutex) {
-  static auto* registry = new std::unordered_map<int64_t, GramCollector*>();
-  return *registry;
-}
-std::atomic<int64_t> next_session{1};
-
-void DispatchTap(int64_t session, int64_t layer, const at::Tensor& output);
-
-at::Tensor TapOp(const at::Tensor& x, int64_t session, int64_t layer) {
-  DispatchTap(session, layer, x);
-  return x;
-}
-
-// Returns its input unchanged (alias annotation "a"), so the interpreter frees the
-// tapped tensor exactly when it would have without the tap.
-TORCH_LIBRARY_FRAGMENT(ompq, m) {
-  m.def("tap(Tensor(a) x, int session, int layer) -> Tensor(a)", TapOp);
-}
+// The collector the output hooks feed.
 
 // One site's static facts, resolved when the graph is rewritten.
 struct LayerSite {
@@ -213,11 +187,12 @@ struct LayerSite {
   bool after_batch_norm = false;
 };
 
-class GramCollector {
+class GramCollector : public SiteHooks {
  public:
-  GramCollector(const std::vector<LayerSite>& sites, int64_t samples, int tap_sites,
-                const TapProgressFn& progress)
+  GramCollector(const std::vector<LayerSite>& sites, const std::vector<int64_t>& layer_of_site,
+                int64_t samples, int tap_sites, const TapProgressFn& progress)
       : sites_(sites),
+        layer_of_site_(layer_of_site),
         samples_(samples),
         tap_sites_(tap_sites),
         progress_(progress),
@@ -225,7 +200,9 @@ class GramCollector {
 
   // Runs inside the forward pass. Throwing aborts the pass; the reason is kept in
   // status_ / cancelled_ for Collect() to report.
-  void OnTap(int64_t layer_id, const at::Tensor& output) {
+  void OnOutput(int64_t site_index, const at::Tensor& output) override {
+    if (site_index < 0 || site_index >= static_cast<int64_t>(layer_of_site_.size())) return;
+    const int64_t layer_id = layer_of_site_[site_index];
     absl::MutexLock lock(&mutex_);
     if (layer_id < 0 || layer_id >= static_cast<int64_t>(layers_.size())) return;
     const LayerSite& site = sites_[layer_id];
@@ -308,6 +285,7 @@ class GramCollector {
   };
 
   const std::vector<LayerSite>& sites_;
+  const std::vector<int64_t>& layer_of_site_;
   const int64_t samples_;
   const int tap_sites_;
   const TapProgressFn& progress_;
@@ -318,33 +296,16 @@ class GramCollector {
   absl::Status status_ ABSL_GUARDED_BY(mutex_);
 };
 
-void DispatchTap(int64_t session, int64_t layer, const at::Tensor& output) {
-  GramCollector* collector = nullptr;
-  {
-    absl::MutexLock lock(&registry_mutex);
-    auto it = Registry().find(session);
-    if (it != Registry().end()) collector = it->second;
-  }
-  // No collector: the graph runs for the output check, taps are idle.
-  if (collector != nullptr) collector->OnTap(layer, output);
-}
-
-// Registers a collector for the duration of one forward pass.
-class SessionScope {
+// Sets the model's hooks for the duration of one forward pass.
+class HooksScope {
  public:
-  SessionScope(int64_t session, GramCollector* collector) : session_(session) {
-    absl::MutexLock lock(&registry_mutex);
-    Registry()[session] = collector;
-  }
-  ~SessionScope() {
-    absl::MutexLock lock(&registry_mutex);
-    Registry().erase(session_);
-  }
-  SessionScope(const SessionScope&) = delete;
-  SessionScope& operator=(const SessionScope&) = delete;
+  HooksScope(InstrumentedModel& model, SiteHooks* hooks) : model_(model) { model_.SetHooks(hooks); }
+  ~HooksScope() { model_.SetHooks(nullptr); }
+  HooksScope(const HooksScope&) = delete;
+  HooksScope& operator=(const HooksScope&) = delete;
 
  private:
-  int64_t session_;
+  InstrumentedModel& model_;
 };
 
 // ---------------------------------------------------------------------------------------
@@ -529,14 +490,9 @@ torch::Tensor CentredGram(const torch::Tensor& output, double* variance_fraction
 }
 
 struct TappedModel::State {
-  torch::jit::Module module;
-  std::shared_ptr<torch::jit::Graph> graph;
-  std::unique_ptr<torch::jit::GraphFunction> function;   // The rewritten forward.
-  std::unique_ptr<torch::jit::GraphFunction> reference;  // The untouched forward, inlined.
-  std::vector<LayerSite> sites;                          // Indexed by layer id.
-  std::vector<c10::IValue> extra_args;  // Defaults of forward's arguments after the first.
-  int tap_sites = 0;
-  int64_t session = 0;
+  std::unique_ptr<InstrumentedModel> model;  // Output hooks at every site.
+  std::vector<LayerSite> sites;              // Indexed by layer id.
+  std::vector<int64_t> layer_of_site;        // A layer called at several sites is one.
   int64_t total_parameters = 0;
 };
 
@@ -545,86 +501,38 @@ TappedModel::TappedModel(TappedModel&&) noexcept = default;
 TappedModel& TappedModel::operator=(TappedModel&&) noexcept = default;
 TappedModel::~TappedModel() = default;
 
-int TappedModel::tap_sites() const { return state_->tap_sites; }
+int TappedModel::tap_sites() const { return static_cast<int>(state_->layer_of_site.size()); }
 int64_t TappedModel::total_parameters() const { return state_->total_parameters; }
-std::shared_ptr<torch::jit::Graph> TappedModel::graph() const { return state_->graph; }
+std::shared_ptr<torch::jit::Graph> TappedModel::graph() const {
+  return state_->model->shared_graph();
+}
 
-absl::StatusOr<TappedModel> TappedModel::Create(const torch::jit::Module& module) {
+absl::StatusOr<TappedModel> TappedModel::Create(const torch::jit::Module& module,
+                                                const torch::Device& device) {
   auto state = std::make_unique<State>();
-  state->module = module;
-  state->session = next_session.fetch_add(1);
-
-  c10::optional<torch::jit::Method> forward = module.find_method("forward");
-  if (!forward.has_value()) {
-    return JobFailure(absl::StatusCode::kInvalidArgument, reason::kInvalidModel,
-                      "the model has no forward method");
-  }
-  // forward(self, x, ...): later arguments must have defaults, since we pass one tensor.
-  const c10::FunctionSchema& schema = forward->function().getSchema();
-  if (schema.arguments().size() < 2) {
-    return JobFailure(absl::StatusCode::kInvalidArgument, reason::kInputMismatch,
-                      "the model's forward takes no input");
-  }
-  for (size_t i = 2; i < schema.arguments().size(); ++i) {
-    const c10::Argument& argument = schema.arguments()[i];
-    if (!argument.default_value().has_value()) {
-      return JobFailure(absl::StatusCode::kInvalidArgument, reason::kInputMismatch,
-                        absl::StrCat("the model's forward needs argument '", argument.name(),
-                                     "' besides the input; ompq passes one input tensor"));
-    }
-    state->extra_args.push_back(*argument.default_value());
-  }
-
-  absl::Status rewritten = CallTorch(
-      absl::StatusCode::kInternal, reason::kInternal, "cannot rewrite the forward graph", [&] {
-        state->graph = forward->graph()->copy();
-        torch::jit::Inline(*state->graph);
-        // The untouched graph runs as the rewritten one will (SIMPLE executor, inlined):
-        // module.forward()'s first call pays the profiling executor's set-up, seconds
-        // on large models, for a check that should be cheap.
-        state->reference = std::make_unique<torch::jit::GraphFunction>(
-            "ompq_reference_forward", state->graph->copy(), nullptr,
-            torch::jit::ExecutorExecutionMode::SIMPLE);
-        torch::jit::Graph& graph = *state->graph;
-
+  HookPoints points;
+  points.output = true;
+  ASSIGN_OR_RETURN(state->model, InstrumentedModel::Create(LoadedModel{module, device}, points));
+  RETURN_IF_ERROR(CallTorch(
+      absl::StatusCode::kInternal, reason::kInternal, "cannot resolve the layers", [&] {
         std::unordered_map<std::string, int64_t> layer_ids;
-        const c10::Symbol tap_symbol = c10::Symbol::fromQualString(kTapOp);
-        for (const LayerSiteNode& site : FindLayerSites(graph, module)) {
-          const torch::Tensor weight =
-              *ResolveTensor(module, site.weight_path, /*parameter_only=*/true);
-          const std::string& name = site.name;
-          const std::string& kind = site.kind;
-          auto [it, inserted] = layer_ids.emplace(name, static_cast<int64_t>(state->sites.size()));
-          // The value to tap: the op's output, or the BatchNorm output when a BatchNorm
-          // is its only consumer (the value a BN-folded layer produces).
-          const bool after_batch_norm = site.batch_norm != nullptr;
-          Value* tapped = after_batch_norm ? site.batch_norm->output() : site.node->output();
-          if (inserted) state->sites.push_back({name, kind, weight, after_batch_norm});
-          ++state->tap_sites;
-
-          torch::jit::WithInsertPoint insert_point(tapped->node()->next());
-          Value* session = graph.insertConstant(state->session);
-          Value* id = graph.insertConstant(it->second);
-          Node* tap = graph.insertNode(graph.create(tap_symbol, {tapped, session, id}, 1));
-          tap->output()->setType(tapped->type());
-          tapped->replaceAllUsesWith(tap->output());
-          tap->replaceInput(0, tapped);
+        for (const LayerSiteNode& site : state->model->sites()) {
+          auto [it, inserted] = layer_ids.emplace(site.name, static_cast<int64_t>(state->sites.size()));
+          if (inserted) {
+            state->sites.push_back(
+                {site.name, site.kind,
+                 *ResolveTensor(module, site.weight_path, /*parameter_only=*/true),
+                 site.batch_norm != nullptr});
+          }
+          state->layer_of_site.push_back(it->second);
         }
-        graph.lint();
-        // SIMPLE: run the graph as written; profiling and fusion would only add time to
-        // a pass that runs once or twice.
-        state->function = std::make_unique<torch::jit::GraphFunction>(
-            "ompq_tapped_forward", state->graph, nullptr,
-            torch::jit::ExecutorExecutionMode::SIMPLE);
-
         std::unordered_set<const c10::TensorImpl*> seen;
         for (const torch::Tensor& parameter : module.parameters(/*recurse=*/true)) {
           if (seen.insert(parameter.unsafeGetTensorImpl()).second) {
             state->total_parameters += parameter.numel();
           }
         }
-      });
-  RETURN_IF_ERROR(rewritten);
+      }));
   if (state->sites.empty()) {
     return JobFailure(absl::StatusCode::kInvalidArgument, reason::kNoQuantizableLayers,
                       "the model's forward has no Conv1d/Conv2d/Conv3d or Linear layer whose "
@@ -640,15 +548,11 @@ absl::Status TappedModel::CheckAgainstModel(const torch::Tensor& inputs, const c
   // of oneDNN, slower and contending with OpenMP for the cores.)
   const torch::Tensor sample = inputs.narrow(0, 0, std::min<int64_t>(inputs.size(0), 2));
   BlasOnOneThread blas_on_one_thread;
-  std::vector<c10::IValue> args = {state_->module._ivalue(), sample};
-  args.insert(args.end(), state_->extra_args.begin(), state_->extra_args.end());
-
-  c10::IValue expected;
-  absl::Status model_ran = CallTorch(absl::StatusCode::kInvalidArgument, reason::kInputMismatch,
-                                     "the model rejects a batch of two samples", [&] {
-                                       torch::manual_seed(seed);
-                                       expected = (*state_->reference)(args);
-                                     });
+  torch::manual_seed(seed);
+  absl::StatusOr<c10::IValue> ran =
+      state_->model->ForwardUntouched(sample, "the model rejects a batch of two samples");
+  const absl::Status model_ran = ran.status();
+  c10::IValue expected = ran.ok() ? *std::move(ran) : c10::IValue();
   if (!model_ran.ok()) {
     // Models may insist on their batch size (a traced reshape, say): the full batch
     // decided whether the inputs fit, so this check gives way.
@@ -672,18 +576,17 @@ absl::Status TappedModel::CheckAgainstModel(const torch::Tensor& inputs, const c
 
 absl::StatusOr<LayerFeatures> TappedModel::Collect(const torch::Tensor& inputs, int64_t seed,
                                                    const TapProgressFn& progress) const {
-  GramCollector collector(state_->sites, inputs.size(0), state_->tap_sites, progress);
-  std::vector<c10::IValue> args = {state_->module._ivalue(), inputs};
-  args.insert(args.end(), state_->extra_args.begin(), state_->extra_args.end());
+  GramCollector collector(state_->sites, state_->layer_of_site, inputs.size(0), tap_sites(),
+                          progress);
   absl::Status ran;
   c10::IValue output;
   {
-    SessionScope scope(state_->session, &collector);
-    ran = CallTorch(absl::StatusCode::kInvalidArgument, reason::kInputMismatch,
-                    absl::StrCat("the model rejects inputs of shape ", ShapeString(inputs)), [&] {
-                      torch::manual_seed(seed);
-                      output = (*state_->function)(args);
-                    });
+    HooksScope scope(*state_->model, &collector);
+    torch::manual_seed(seed);
+    absl::StatusOr<c10::IValue> result = state_->model->Forward(
+        inputs, absl::StrCat("the model rejects inputs of shape ", ShapeString(inputs)));
+    ran = result.status();
+    if (result.ok()) output = *std::move(result);
   }
   if (collector.cancelled()) {
     return JobFailure(absl::StatusCode::kCancelled, reason::kCancelled, "the search was cancelled");

@@ -2,12 +2,13 @@
 // one forward pass: shapes, MACs and each layer's centred Gram matrix, formed the moment
 // the layer's output exists (features are never all held at once).
 //
-// How: the forward graph is copied and inlined; every aten::conv1d/conv2d/conv3d,
-// (non-transposed) aten::_convolution/convolution and aten::linear whose weight is a
-// parameter reached by a prim::GetAttr chain from `self` is a layer, named by that chain
-// ("layer1.0.conv1", the state_dict module path). A custom op ompq::tap is spliced in
-// after it (after the BatchNorm that is the sole consumer of its output, when there is
-// one) and forwards the tensor to a collector. No per-architecture tables.
+// How: the instrumented model (instrumented_model.h) with an output hook at every layer
+// call site: every aten::conv1d/conv2d/conv3d, (non-transposed) aten::_convolution/
+// convolution and aten::linear whose weight is a parameter reached by a prim::GetAttr
+// chain from `self` is a layer, named by that chain ("layer1.0.conv1", the state_dict
+// module path). The hook (after the BatchNorm that is the sole consumer of the layer's
+// output, when there is one) forwards the tensor to a collector. No per-architecture
+// tables.
 #ifndef OMPQ_WORKERS_ENGINE_LAYER_DISCOVERY_H_
 #define OMPQ_WORKERS_ENGINE_LAYER_DISCOVERY_H_
 
@@ -51,7 +52,8 @@ using TapProgressFn = std::function<bool(int measured, int sites)>;
 class TappedModel {
  public:
   /// Rewrites `module`'s forward. NO_QUANTIZABLE_LAYERS when the graph has no layer.
-  static absl::StatusOr<TappedModel> Create(const torch::jit::Module& module);
+  static absl::StatusOr<TappedModel> Create(const torch::jit::Module& module,
+                                            const torch::Device& device = torch::kCPU);
 
   TappedModel(TappedModel&&) noexcept;
   TappedModel& operator=(TappedModel&&) noexcept;

@@ -1,13 +1,8 @@
 #include "workers/engine/probed_model.h"
 
 #include <ATen/Parallel.h>
-#include <torch/csrc/jit/ir/ir.h>
-#include <torch/csrc/jit/passes/inliner.h>
-#include <torch/library.h>
 
 #include <algorithm>
-#include <atomic>
-#include <unordered_map>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -16,43 +11,6 @@
 
 namespace ompq::engine {
 namespace {
-
-using torch::jit::Node;
-using torch::jit::Value;
-
-constexpr char kWeightProbeOp[] = "ompq::weight_probe";
-
-absl::Mutex probe_registry_mutex;
-std::unordered_map<int64_t, ProbeSession*>& ProbeRegistry()
-    ABSL_EXCLUSIVE_LOCKS_REQUIRED(probe_registry_mutex) {
-  static auto* registry = new std::unordered_map<int64_t, ProbeSession*>();
-  return *registry;
-}
-std::atomic<int64_t> next_probe_session{1};
-
-// The session a probe op belongs to, or null once it has ended (the op passes through).
-ProbeSession* FindProbeSession(int64_t session) {
-  absl::MutexLock lock(&probe_registry_mutex);
-  auto it = ProbeRegistry().find(session);
-  return it != ProbeRegistry().end() ? it->second : nullptr;
-}
-
-at::Tensor ProbeOp(const at::Tensor& x, int64_t session, int64_t site) {
-  ProbeSession* probe = FindProbeSession(session);
-  return probe != nullptr ? probe->OnProbe(site, x) : x;
-}
-
-at::Tensor WeightProbeOp(const at::Tensor& w, int64_t session, int64_t site) {
-  ProbeSession* probe = FindProbeSession(session);
-  return probe != nullptr ? probe->OnWeight(site, w) : w;
-}
-
-// Kernels given to def() without a dispatch key are CompositeImplicitAutograd: autograd
-// records the ops they call, so QAT's gradients flow through both probes.
-TORCH_LIBRARY_FRAGMENT(ompq, m) {
-  m.def("act_probe(Tensor x, int session, int site) -> Tensor", ProbeOp);
-  m.def("weight_probe(Tensor w, int session, int site) -> Tensor", WeightProbeOp);
-}
 
 // Thrown (as a c10::Error) to stop a pass on purpose; the caller knows why.
 constexpr char kStopped[] = "ompq: pass stopped";
@@ -66,10 +24,14 @@ IntraOpThreads::~IntraOpThreads() {
   if (at::get_num_threads() != saved_) at::set_num_threads(saved_);
 }
 
+int ActivationFitThreads(int64_t elements) {
+  return elements >= (int64_t{1} << 18) ? at::get_num_threads() : 1;
+}
+
 // ---------------------------------------------------------------------------------------
 // ProbeSession
 
-at::Tensor ProbeSession::OnProbe(int64_t site, const at::Tensor& x) {
+at::Tensor ProbeSession::OnInput(int64_t site, const at::Tensor& x) {
   absl::MutexLock lock(&mutex_);
   if (site < 0 || site >= static_cast<int64_t>(act_.size())) return x;
   if (site == capture_site_ && !captured_.defined()) {
@@ -105,8 +67,7 @@ bool ProbeSession::CalibrateSite(int64_t site, const at::Tensor& x) {
   }
   absl::StatusOr<QuantParams> fitted;
   {
-    // The range search is many small ops: one thread (see kSingleThreadStepMacs).
-    IntraOpThreads one_thread(1);
+    IntraOpThreads threads(ActivationFitThreads(x.numel()));
     fitted = FitActivationQuantizer(x.detach().to(torch::kCPU, torch::kFloat),
                                     calibration_->options);
   }
@@ -214,70 +175,17 @@ absl::Status ProbeSession::FinishCalibration(bool* cancelled) {
 
 absl::StatusOr<std::unique_ptr<ProbedModel>> ProbedModel::Create(LoadedModel loaded) {
   std::unique_ptr<ProbedModel> model(new ProbedModel());
-  model->session_id_ = next_probe_session.fetch_add(1);
-  model->module_ = std::move(loaded.module);
-  model->device_ = loaded.device;
-  c10::optional<torch::jit::Method> forward = model->module_.find_method("forward");
-  if (!forward.has_value()) {
-    return JobFailure(absl::StatusCode::kInvalidArgument, reason::kInvalidModel,
-                      "the model has no forward method");
-  }
-  const c10::FunctionSchema& schema = forward->function().getSchema();
-  for (size_t i = 2; i < schema.arguments().size(); ++i) {
-    if (!schema.arguments()[i].default_value().has_value()) {
-      return JobFailure(absl::StatusCode::kInvalidArgument, reason::kInputMismatch,
-                        "the model's forward needs more than one input");
-    }
-    model->extra_args_.push_back(*schema.arguments()[i].default_value());
-  }
-  RETURN_IF_ERROR(CallTorch(
-      absl::StatusCode::kInternal, reason::kInternal, "cannot rewrite the forward graph", [&] {
-        model->graph_ = forward->graph()->copy();
-        torch::jit::Inline(*model->graph_);
-        FoldStaticIfs(*model->graph_, model->module_);  // Each layer call once (graph_layers.h).
-        model->sites_ = FindLayerSites(*model->graph_, model->module_);
-        torch::jit::Graph& graph = *model->graph_;
-        const c10::Symbol probe = c10::Symbol::fromQualString(kProbeOp);
-        const c10::Symbol weight_probe = c10::Symbol::fromQualString(kWeightProbeOp);
-        for (size_t i = 0; i < model->sites_.size(); ++i) {
-          Node* node = model->sites_[i].node;
-          torch::jit::WithInsertPoint insert_point(node);
-          Value* session = graph.insertConstant(model->session_id_);
-          Value* site = graph.insertConstant(static_cast<int64_t>(i));
-          Node* call = graph.insertNode(graph.create(probe, {node->input(0), session, site}, 1));
-          call->output()->setType(node->input(0)->type());
-          node->replaceInput(0, call->output());
-          // Input 1 of every layer op (conv*, _convolution, linear) is its weight.
-          Node* weight =
-              graph.insertNode(graph.create(weight_probe, {node->input(1), session, site}, 1));
-          weight->output()->setType(node->input(1)->type());
-          node->replaceInput(1, weight->output());
-        }
-        graph.lint();
-        model->function_ = std::make_unique<torch::jit::GraphFunction>(
-            "ompq_probed_forward", model->graph_, nullptr,
-            torch::jit::ExecutorExecutionMode::SIMPLE);
-      }));
-  model->session_ = std::make_unique<ProbeSession>(model->sites_.size());
-  absl::MutexLock lock(&probe_registry_mutex);
-  ProbeRegistry()[model->session_id_] = model->session_.get();
+  HookPoints points;
+  points.input = true;
+  points.weight = true;
+  ASSIGN_OR_RETURN(model->model_, InstrumentedModel::Create(std::move(loaded), points));
+  model->session_ = std::make_unique<ProbeSession>(model->model_->sites().size());
+  model->model_->SetHooks(model->session_.get());
   return model;
 }
 
-ProbedModel::~ProbedModel() {
-  absl::MutexLock lock(&probe_registry_mutex);
-  ProbeRegistry().erase(session_id_);
-}
-
 absl::StatusOr<c10::IValue> ProbedModel::Forward(const torch::Tensor& batch) {
-  std::vector<c10::IValue> args = {module_._ivalue(), batch.to(device_)};
-  args.insert(args.end(), extra_args_.begin(), extra_args_.end());
-  c10::IValue output;
-  RETURN_IF_ERROR(CallTorch(absl::StatusCode::kInvalidArgument, reason::kInputMismatch,
-                            absl::StrCat("the model rejects inputs of shape [",
-                                         absl::StrJoin(batch.sizes(), ", "), "]"),
-                            [&] { output = (*function_)(args); }));
-  return output;
+  return model_->Forward(batch);
 }
 
 absl::StatusOr<torch::Tensor> ProbedModel::Capture(int site, const torch::Tensor& inputs,
@@ -293,12 +201,12 @@ absl::StatusOr<torch::Tensor> ProbedModel::Capture(int site, const torch::Tensor
     if (!stopped && !ran.ok()) return ran.status();
     if (!captured.defined()) {
       return JobFailure(absl::StatusCode::kInternal, reason::kInternal,
-                        absl::StrCat("layer '", sites_[site].name,
+                        absl::StrCat("layer '", sites()[site].name,
                                      "' did not run in the forward pass"));
     }
     if (captured.dim() < 1 || captured.size(0) != batch.size(0)) {
       return JobFailure(absl::StatusCode::kInvalidArgument, reason::kInputMismatch,
-                        absl::StrCat("the input of layer '", sites_[site].name,
+                        absl::StrCat("the input of layer '", sites()[site].name,
                                      "' has no batch dimension of ", batch.size(0)));
     }
     const int64_t per_sample = std::max<int64_t>(1, captured[0].numel() * 4);
@@ -327,7 +235,7 @@ absl::StatusOr<int64_t> ProbedModel::LargestSiteInputPerSample(const torch::Tens
 
 absl::Status ProbedModel::Calibrate(const torch::Tensor& batch, CalibrationPlan plan) {
   std::vector<bool> planned = plan.sites;
-  planned.resize(sites_.size(), false);
+  planned.resize(sites().size(), false);
   session_->StartCalibration(std::move(plan), batch.size(0));
   absl::StatusOr<c10::IValue> ran = Forward(batch);
   bool cancelled = false;
@@ -338,10 +246,10 @@ absl::Status ProbedModel::Calibrate(const torch::Tensor& batch, CalibrationPlan 
   }
   RETURN_IF_ERROR(inside);
   RETURN_IF_ERROR(ran.status());
-  for (size_t site = 0; site < sites_.size(); ++site) {
+  for (size_t site = 0; site < sites().size(); ++site) {
     if (planned[site] && !session_->activation(static_cast<int>(site)).has_value()) {
       return JobFailure(absl::StatusCode::kInternal, reason::kInternal,
-                        absl::StrCat("layer '", sites_[site].name,
+                        absl::StrCat("layer '", sites()[site].name,
                                      "' did not run in the forward pass"));
     }
   }

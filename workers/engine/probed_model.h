@@ -1,5 +1,5 @@
-// The quantizer's instrumented model: the forward graph (inlined, static ifs folded) with
-// a probe op at the input and at the weight of every layer call site (graph_layers.h).
+// The quantizer's use of the instrumented model (instrumented_model.h): hooks at the
+// input and at the weight of every layer call site.
 //
 // The activation probe captures a site's input when asked, applies the site's activation
 // quantizer once one is fitted, and during calibration fits that quantizer on the input
@@ -9,7 +9,6 @@
 #ifndef OMPQ_WORKERS_ENGINE_PROBED_MODEL_H_
 #define OMPQ_WORKERS_ENGINE_PROBED_MODEL_H_
 
-#include <torch/csrc/jit/api/function_impl.h>
 #include <torch/script.h>
 
 #include <cstdint>
@@ -24,14 +23,12 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "workers/engine/graph_layers.h"
+#include "workers/engine/instrumented_model.h"
 #include "workers/engine/qat.h"
 #include "workers/engine/quantizer.h"
 #include "workers/engine/torchscript_model.h"
 
 namespace ompq::engine {
-
-/// The activation probe's op name (BRECQ's block extraction looks for it).
-inline constexpr char kProbeOp[] = "ompq::act_probe";
 
 /// Samples per forward pass while capturing inputs and evaluating: bounds the memory of
 /// one pass without making passes too small to run efficiently.
@@ -48,6 +45,12 @@ class IntraOpThreads {
  private:
   int saved_;
 };
+
+/// Threads for fitting an activation range on `elements` values: every core once the
+/// search's tensors are large enough to keep them busy (the search subsamples to at most
+/// 2^20 values), one below that, where each op's parallel region would cost more than its
+/// work on a busy machine.
+int ActivationFitThreads(int64_t elements);
 
 /// A fitted per-tensor activation quantizer, with its scale and zero point as scalars.
 struct ActQuant {
@@ -68,13 +71,12 @@ struct CalibrationPlan {
 /// What the probes of one model share: the activation quantizers, captures, QAT's learned
 /// quantizers and a calibration in progress. Thread-safe (prim::fork may run probes on
 /// other threads).
-class ProbeSession {
+class ProbeSession : public SiteHooks {
  public:
   explicit ProbeSession(size_t sites) : act_(sites) {}
 
-  // Run inside the forward pass; throwing stops it.
-  at::Tensor OnProbe(int64_t site, const at::Tensor& x);
-  at::Tensor OnWeight(int64_t site, const at::Tensor& w);
+  at::Tensor OnInput(int64_t site, const at::Tensor& x) override;
+  at::Tensor OnWeight(int64_t site, const at::Tensor& w) override;
 
   /// QAT: learned quantizers per site (null: none) replace the fixed activation
   /// quantizers and quantize the weights until ClearLearned. The caller keeps them alive.
@@ -126,15 +128,14 @@ class ProbeSession {
 class ProbedModel {
  public:
   static absl::StatusOr<std::unique_ptr<ProbedModel>> Create(LoadedModel loaded);
-  ~ProbedModel();
   ProbedModel(const ProbedModel&) = delete;
   ProbedModel& operator=(const ProbedModel&) = delete;
 
-  torch::jit::Module& module() { return module_; }
-  const torch::Device& device() const { return device_; }
-  const std::vector<LayerSiteNode>& sites() const { return sites_; }
-  torch::jit::Graph& graph() { return *graph_; }  // Inlined, with the probes.
-  const torch::jit::Value* self() const { return graph_->inputs()[0]; }
+  torch::jit::Module& module() { return model_->module(); }
+  const torch::Device& device() const { return model_->device(); }
+  const std::vector<LayerSiteNode>& sites() const { return model_->sites(); }
+  torch::jit::Graph& graph() { return model_->graph(); }  // Inlined, with the probes.
+  const torch::jit::Value* self() const { return model_->self(); }
   ProbeSession& session() { return *session_; }
 
   absl::StatusOr<c10::IValue> Forward(const torch::Tensor& batch);
@@ -158,14 +159,8 @@ class ProbedModel {
  private:
   ProbedModel() = default;
 
-  torch::jit::Module module_;
-  torch::Device device_ = torch::kCPU;
-  std::shared_ptr<torch::jit::Graph> graph_;
-  std::unique_ptr<torch::jit::GraphFunction> function_;
-  std::vector<LayerSiteNode> sites_;
-  std::vector<c10::IValue> extra_args_;
-  int64_t session_id_ = 0;
-  std::unique_ptr<ProbeSession> session_;
+  std::unique_ptr<ProbeSession> session_;      // Outlives model_, whose ops call it.
+  std::unique_ptr<InstrumentedModel> model_;
 };
 
 }  // namespace ompq::engine

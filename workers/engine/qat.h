@@ -17,18 +17,19 @@
 #include <cstdint>
 
 #include "absl/status/statusor.h"
+#include "common/job_limits.h"
 #include "workers/engine/quantizer.h"
 
 namespace ompq::engine {
 
 /// --epochs 0: one pass over the training data (QAT here starts from calibrated
 /// quantizers, so a short run already recovers most of the loss).
-inline constexpr int64_t kDefaultQatEpochs = 1;
+inline constexpr int64_t kDefaultQatEpochs = limits::kDefaultQatEpochs;
 /// --lr 0: Adam's learning rate for the weights and step sizes (LSQ's finetuning rates
 /// are of this order; larger ones move low-bit step sizes too far in one step).
-inline constexpr double kDefaultQatLr = 1e-4;
+inline constexpr double kDefaultQatLr = limits::kDefaultQatLr;
 /// Training samples per step.
-inline constexpr int64_t kQatBatchSize = 64;
+inline constexpr int64_t kQatBatchSize = limits::kQatBatchSize;
 
 /// A fake quantizer with a learned step size (per tensor or per output channel).
 class LsqQuantizer {

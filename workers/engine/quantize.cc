@@ -17,6 +17,7 @@
 #include "common/status_macros.h"
 #include "workers/engine/encodings.h"
 #include "workers/engine/graph_layers.h"
+#include "workers/engine/job_inputs.h"
 #include "workers/engine/labelled_data.h"
 #include "workers/engine/probed_model.h"
 #include "workers/engine/ptq.h"
@@ -60,6 +61,28 @@ absl::StatusOr<std::unordered_map<std::string, int>> SearchedBits(const nlohmann
 
 }  // namespace
 
+InputPaths InputPathsOf(const QuantizeOptions& options) {
+  InputPaths paths;
+  paths.model = options.model_path;
+  paths.calib = options.calib_path;
+  paths.eval = options.eval_path;
+  paths.train = options.finetune == FinetuneMode::kQat ? options.train_path : "";
+  paths.device = options.device;
+  return paths;
+}
+
+const char* FinetuneModeName(FinetuneMode mode) {
+  switch (mode) {
+    case FinetuneMode::kNone:
+      return "none";
+    case FinetuneMode::kQat:
+      return "qat";
+    case FinetuneMode::kPtq:
+      break;
+  }
+  return "ptq";
+}
+
 absl::Status CheckEvalData(const QuantizeOptions& options) {
   if (options.eval_path.empty()) return absl::OkStatus();
   InitTorchThreads();
@@ -71,7 +94,7 @@ absl::Status CheckEvalData(const QuantizeOptions& options) {
 }
 
 absl::Status CheckTrainData(const QuantizeOptions& options) {
-  if (options.finetune != "qat") return absl::OkStatus();
+  if (options.finetune != FinetuneMode::kQat) return absl::OkStatus();
   if (options.train_path.empty()) {
     return JobFailure(absl::StatusCode::kInvalidArgument, reason::kInvalidInput,
                       "--finetune qat trains on labelled data: pass --train FILE");
@@ -87,19 +110,26 @@ absl::Status CheckTrainData(const QuantizeOptions& options) {
 absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& options,
                                                          nlohmann::json& report,
                                                          const ProgressFn& progress) {
-  const bool qat = options.finetune == "qat";
-  if (options.finetune != "none" && options.finetune != "ptq" && !qat) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("finetune '", options.finetune, "' is not one of none, ptq, qat"));
+  if (progress && !progress(Stage::kCalibrating, 0, "loading the model and calibration data")) {
+    return Cancelled();
   }
-  if (options.act_bits < 2 || options.act_bits > 16 || options.calib_samples < 1 ||
+  ASSIGN_OR_RETURN(const JobInputs inputs, LoadJobInputs(InputPathsOf(options)));
+  return RunQuantization(options, inputs, report, progress);
+}
+
+absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& options,
+                                                         const JobInputs& inputs,
+                                                         nlohmann::json& report,
+                                                         const ProgressFn& progress) {
+  const bool qat = options.finetune == FinetuneMode::kQat;
+  if (options.act_bits < limits::kMinActBits || options.act_bits > limits::kMaxBits || options.calib_samples < 1 ||
       options.iters < 0 || options.epochs < 1 || !(options.lr > 0) || !std::isfinite(options.lr) ||
       options.qat_batch_size < 1) {
     return absl::InvalidArgumentError(
         "act_bits 2..16, calib_samples >= 1, iters >= 0, epochs >= 1, lr > 0 and "
         "qat_batch_size >= 1");
   }
-  if (qat && options.train_path.empty()) {
+  if (qat && !inputs.train.has_value()) {
     return JobFailure(absl::StatusCode::kInvalidArgument, reason::kInvalidInput,
                       "--finetune qat trains on labelled data: pass --train FILE");
   }
@@ -111,41 +141,27 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
   torch::NoGradGuard no_grad;
   const Clock::time_point start = Clock::now();
 
-  // --- CALIBRATING: the working copy of the model (and the float reference where a
-  // later stage compares with it), weight ranges on every core, then one forward pass that
-  // fits every activation range in execution order.
-  RETURN_IF_ERROR(step(Stage::kCalibrating, 0, "loading the model and calibration data"));
-  ASSIGN_OR_RETURN(LoadedModel work_loaded,
-                   LoadTorchScriptModel(options.model_path, options.device));
-  ASSIGN_OR_RETURN(std::unique_ptr<ProbedModel> work, ProbedModel::Create(std::move(work_loaded)));
+  // --- CALIBRATING: a copy of the model to quantize (the float model, unchanged, is the
+  // reference of the stages that compare with it), weight ranges on every core, then one
+  // forward pass that fits every activation range in execution order.
+  RETURN_IF_ERROR(step(Stage::kCalibrating, 0, "copying the model"));
+  ASSIGN_OR_RETURN(LoadedModel work_model, CopyModel(inputs.model));
+  ASSIGN_OR_RETURN(std::unique_ptr<ProbedModel> work, ProbedModel::Create(std::move(work_model)));
   std::unique_ptr<ProbedModel> fp;
-  if (options.finetune != "none" || !options.eval_path.empty()) {
-    ASSIGN_OR_RETURN(LoadedModel fp_loaded,
-                     LoadTorchScriptModel(options.model_path, options.device));
-    ASSIGN_OR_RETURN(fp, ProbedModel::Create(std::move(fp_loaded)));
+  if (options.finetune != FinetuneMode::kNone || inputs.eval.has_value()) {
+    ASSIGN_OR_RETURN(fp, ProbedModel::Create(inputs.model));
   }
-  ASSIGN_OR_RETURN(CalibrationData calibration, LoadCalibrationFile(options.calib_path));
-  torch::Tensor calib = calibration.inputs;
-  calibration = {};
-  calib = calib.narrow(0, 0, std::min<int64_t>(calib.size(0), options.calib_samples));
+  torch::Tensor calib =
+      inputs.calib.narrow(0, 0, std::min<int64_t>(inputs.calib.size(0), options.calib_samples));
   if (calib.is_floating_point() && !torch::isfinite(calib).all().item<bool>()) {
     return JobFailure(absl::StatusCode::kInvalidArgument, reason::kNonFiniteInput,
                       "the calibration inputs contain NaN or Inf values");
   }
   ASSIGN_OR_RETURN(const auto searched_bits, SearchedBits(report));
   ASSIGN_OR_RETURN(std::vector<QuantLayer> layers, PlanLayers(*work, searched_bits));
-  std::optional<CalibrationData> eval;
-  if (!options.eval_path.empty()) {
-    ASSIGN_OR_RETURN(CalibrationData loaded_eval, LoadLabelledData(options.eval_path, "eval"));
-    eval = std::move(loaded_eval);
-  }
+  const std::optional<CalibrationData>& eval = inputs.eval;
   // QAT's data is checked against the model before calibration starts.
-  std::optional<CalibrationData> train;
-  if (qat) {
-    ASSIGN_OR_RETURN(CalibrationData loaded_train, LoadLabelledData(options.train_path, "train"));
-    RETURN_IF_ERROR(CheckLabelledAgainst(*fp, loaded_train, "train"));
-    train = std::move(loaded_train);
-  }
+  if (qat) RETURN_IF_ERROR(CheckLabelledAgainst(*fp, *inputs.train, "train"));
 
   const int64_t n_layers = static_cast<int64_t>(layers.size());
   RETURN_IF_ERROR(step(Stage::kCalibrating, 0.02,
@@ -189,7 +205,7 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
 
   // --- FINETUNING: AdaRound per layer, in execution order, on quantized inputs.
   const Clock::time_point finetune_start = Clock::now();
-  if (options.finetune == "ptq") {
+  if (options.finetune == FinetuneMode::kPtq) {
     PtqOptions ptq;
     ptq.iters = options.iters;
     ptq.seed = options.seed;
@@ -206,7 +222,7 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
     ASSIGN_OR_RETURN(qat_report,
                      RunQat(QatTrainOptions{options.epochs, options.lr, options.qat_batch_size,
                                             options.seed},
-                            *work, layers, *train,
+                            *work, layers, *inputs.train,
                             [&](double fraction, const std::string& message) {
                               return step(Stage::kFinetuning, fraction, message);
                             }));
@@ -222,7 +238,7 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
     RETURN_IF_ERROR(step(Stage::kEvaluating, 0, "top-1 of the float model"));
     ASSIGN_OR_RETURN(double fp32, TopOne(*fp, eval->inputs, labels));
     nlohmann::json accuracy = {{"fp32", fp32}, {"samples", eval->inputs.size(0)}};
-    if (options.finetune == "none") {
+    if (options.finetune == FinetuneMode::kNone) {
       RETURN_IF_ERROR(step(Stage::kEvaluating, 0.5, "top-1 of the quantized model"));
       ASSIGN_OR_RETURN(double quantized, TopOne(*work, eval->inputs, labels));
       accuracy["quantized_before_finetune"] = quantized;
@@ -326,17 +342,17 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
     if (!layer.note.empty()) entry["note"] = layer.note;
     per_layer.push_back(std::move(entry));
   }
-  report["quantization"] = {{"finetune", options.finetune},
+  report["quantization"] = {{"finetune", FinetuneModeName(options.finetune)},
                             {"act_bits", options.act_bits},
                             {"calib_samples", calib.size(0)},
                             {"activation_calib_samples", pass_samples},
-                            {"iters", options.finetune == "ptq" ? options.iters : 0},
+                            {"iters", options.finetune == FinetuneMode::kPtq ? options.iters : 0},
                             {"seed", options.seed},
                             {"weights", "per output channel, asymmetric, MSE (p=2.4) clipping"},
                             {"activations", "per tensor, asymmetric, at every layer's input"},
                             {"layers", per_layer}};
   if (qat) report["quantization"]["qat"] = qat_report;
-  if (options.finetune == "ptq") report["quantization"]["units"] = units;
+  if (options.finetune == FinetuneMode::kPtq) report["quantization"]["units"] = units;
   nlohmann::json& timings = report["timings_seconds"];
   if (!timings.is_object()) timings = nlohmann::json::object();
   timings["calibrate"] = calibrate_seconds;

@@ -31,23 +31,31 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/job_limits.h"
 #include "nlohmann/json.hpp"
+#include "workers/engine/job_inputs.h"
 #include "workers/engine/qat.h"
 #include "workers/engine/search.h"
 
 namespace ompq::engine {
 
 /// Default AdaRound iterations per layer (--iters 0).
-inline constexpr int64_t kDefaultPtqIters = 1000;
+inline constexpr int64_t kDefaultPtqIters = limits::kDefaultPtqIters;
+
+/// What follows calibration (--finetune).
+enum class FinetuneMode { kNone, kPtq, kQat };
+
+/// "none", "ptq", "qat": the report's and the CLI's words.
+const char* FinetuneModeName(FinetuneMode mode);
 
 struct QuantizeOptions {
   std::string model_path;  // The TorchScript archive the search ran on.
   std::string calib_path;  // Calibration inputs (labels, if any, are ignored).
   std::string eval_path;   // Labelled eval data, or empty for no evaluation.
   std::string train_path;  // Labelled training data (QAT only).
-  std::string finetune = "ptq";  // "none" (nearest rounding), "ptq" or "qat".
-  int act_bits = 8;
-  int calib_samples = 1024;       // Calibration inputs used (the first ones).
+  FinetuneMode finetune = FinetuneMode::kPtq;  // kNone keeps nearest rounding.
+  int act_bits = limits::kDefaultActBits;
+  int calib_samples = limits::kDefaultCalibSamples;  // Calibration inputs used (the first ones).
   int64_t iters = kDefaultPtqIters;  // AdaRound steps per layer.
   int64_t epochs = kDefaultQatEpochs;       // QAT passes over the training data.
   double lr = kDefaultQatLr;                // QAT learning rate (Adam).
@@ -66,7 +74,7 @@ struct QuantizeOptions {
 absl::Status CheckEvalData(const QuantizeOptions& options);
 
 /// The same checks for the QAT training data (options.train_path), which must be present
-/// when options.finetune is "qat"; OK without it otherwise.
+/// when options.finetune is kQat; OK without it otherwise.
 absl::Status CheckTrainData(const QuantizeOptions& options);
 
 /// Quantizes with the bits of `report["layers"]` (the search's report), finetunes,
@@ -76,6 +84,16 @@ absl::Status CheckTrainData(const QuantizeOptions& options);
 /// "finetune", "evaluate", "export". Returns the file names written.
 /// CANCELLED when `progress` returns false.
 absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& options,
+                                                         nlohmann::json& report,
+                                                         const ProgressFn& progress);
+
+/// The files `options` names, for LoadJobInputs (training data only with QAT).
+InputPaths InputPathsOf(const QuantizeOptions& options);
+
+/// The same on inputs already loaded (the paths of `options` are unused): the model is
+/// copied for quantizing, never reloaded.
+absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& options,
+                                                         const JobInputs& inputs,
                                                          nlohmann::json& report,
                                                          const ProgressFn& progress);
 

@@ -8,7 +8,6 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
-#include <future>
 #include <limits>
 #include <set>
 
@@ -19,6 +18,7 @@
 #include "common/job_error.h"
 #include "common/status_macros.h"
 #include "workers/engine/bit_allocation.h"
+#include "workers/engine/job_inputs.h"
 #include "workers/engine/layer_discovery.h"
 #include "workers/engine/orthogonality.h"
 #include "workers/engine/report_html.h"
@@ -54,9 +54,9 @@ absl::Status ValidateOptions(const SearchOptions& options) {
           absl::StrCat("weight bit-width ", bits, " is outside 1..16"));
     }
   }
-  if (options.act_bits < 1 || options.act_bits > 16) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("act_bits ", options.act_bits, " is outside 1..16"));
+  if (options.act_bits < limits::kMinActBits || options.act_bits > limits::kMaxBits) {
+    return absl::InvalidArgumentError(absl::StrCat("act_bits ", options.act_bits, " is outside ",
+                                                   limits::kMinActBits, "..", limits::kMaxBits));
   }
   if (options.pin_first_last_bits < 0 || options.pin_first_last_bits > 16) {
     return absl::InvalidArgumentError("pin_first_last_bits must be 0 (none) or 1..16");
@@ -75,7 +75,7 @@ absl::Status ValidateOptions(const SearchOptions& options) {
   if (options.beta.has_value() && !(*options.beta >= 0 && std::isfinite(*options.beta))) {
     return absl::InvalidArgumentError("beta must be finite and >= 0");
   }
-  if (options.search_samples < 2) {
+  if (options.search_samples < limits::kMinSearchSamples) {
     return JobFailure(absl::StatusCode::kInvalidArgument, reason::kInvalidInput,
                       absl::StrCat("search_samples is ", options.search_samples,
                                    "; orthogonality needs at least 2 samples"));
@@ -158,6 +158,25 @@ absl::Status WriteFileAtomically(const std::filesystem::path& path, const std::s
 }  // namespace
 
 absl::StatusOr<SearchResult> RunSearch(const SearchOptions& options, const ProgressFn& progress) {
+  RETURN_IF_ERROR(ValidateOptions(options));
+  const Clock::time_point start = Clock::now();
+  if (progress && !progress(Stage::kAnalyzing, 0.0, "loading the model")) return Cancelled();
+  InputPaths paths;
+  paths.model = options.model_path;
+  paths.calib = options.calib_path;
+  paths.device = options.device;
+  ASSIGN_OR_RETURN(const JobInputs inputs, LoadJobInputs(paths));
+  ASSIGN_OR_RETURN(SearchResult result, RunSearch(options, inputs, progress));
+  // The analysis includes the loading.
+  nlohmann::json& timings = result.report["timings_seconds"];
+  const double loading = SecondsSince(start) - timings["total"].get<double>();
+  timings["analyze"] = timings["analyze"].get<double>() + loading;
+  timings["total"] = SecondsSince(start);
+  return result;
+}
+
+absl::StatusOr<SearchResult> RunSearch(const SearchOptions& options, const JobInputs& job,
+                                       const ProgressFn& progress) {
   const Clock::time_point start = Clock::now();
   RETURN_IF_ERROR(ValidateOptions(options));
   auto report = [&](Stage stage, double fraction, const std::string& message) -> absl::Status {
@@ -168,33 +187,15 @@ absl::StatusOr<SearchResult> RunSearch(const SearchOptions& options, const Progr
   // No autograd state anywhere in the search: less memory, no version counters.
   c10::InferenceMode inference_mode;
 
-  // --- ANALYZING: load and check the model and the inputs, rewrite the graph.
-  RETURN_IF_ERROR(report(Stage::kAnalyzing, 0.0, "loading the model"));
-  // Loading the archive compiles the model's code on one core; the digest and the
-  // calibration inputs are read on the other meanwhile.
-  struct SideInputs {
-    absl::StatusOr<std::string> digest;
-    absl::StatusOr<torch::Tensor> inputs;
-  };
-  std::future<SideInputs> side = std::async(std::launch::async, [&options] {
-    c10::InferenceMode side_inference_mode;
-    SideInputs side_inputs{DigestOfFile(options.model_path), absl::UnknownError("not read")};
-    absl::StatusOr<CalibrationData> calibration = LoadCalibrationFile(options.calib_path);
-    side_inputs.inputs = calibration.ok()
-                             ? SearchInputs(*calibration, options.search_samples, torch::kCPU)
-                             : absl::StatusOr<torch::Tensor>(calibration.status());
-    return side_inputs;
-  });
-  absl::StatusOr<LoadedModel> loaded = LoadTorchScriptModel(options.model_path, options.device);
-  SideInputs side_inputs = side.get();
-  if (!loaded.ok()) return loaded.status();
-  LoadedModel model = *std::move(loaded);
-  ASSIGN_OR_RETURN(std::string model_digest, std::move(side_inputs.digest));
-  RETURN_IF_ERROR(report(Stage::kAnalyzing, 0.3, "loading the calibration inputs"));
-  ASSIGN_OR_RETURN(torch::Tensor inputs, std::move(side_inputs.inputs));
-  inputs = inputs.to(model.device);
+  // --- ANALYZING: check the inputs, rewrite the graph (the files are loaded already).
+  RETURN_IF_ERROR(report(Stage::kAnalyzing, 0.3, "checking the calibration inputs"));
+  const LoadedModel& model = job.model;
+  const std::string& model_digest = job.model_digest;
+  ASSIGN_OR_RETURN(torch::Tensor inputs,
+                   SearchInputs(CalibrationData{job.calib, std::nullopt}, options.search_samples,
+                                model.device));
   RETURN_IF_ERROR(report(Stage::kAnalyzing, 0.5, "finding the quantizable layers"));
-  ASSIGN_OR_RETURN(TappedModel tapped, TappedModel::Create(model.module));
+  ASSIGN_OR_RETURN(TappedModel tapped, TappedModel::Create(model.module, model.device));
   const double analyze_seconds = SecondsSince(start);
 
   // --- ORTHOGONALITY: one forward pass forming every layer's Gram, then ORM.

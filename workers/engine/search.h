@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/job_limits.h"
 #include "nlohmann/json.hpp"
 
 namespace ompq::engine {
@@ -27,18 +28,27 @@ enum class Stage { kAnalyzing, kOrthogonality, kSolving, kCalibrating, kFinetuni
 using ProgressFn =
     std::function<bool(Stage stage, double fraction, const std::string& message)>;
 
+/// limits::kDefaultMinWeightBits .. kDefaultMaxWeightBits.
+inline std::vector<int> DefaultWeightBits() {
+  std::vector<int> bits;
+  for (int b = limits::kDefaultMinWeightBits; b <= limits::kDefaultMaxWeightBits; ++b) {
+    bits.push_back(b);
+  }
+  return bits;
+}
+
 /// What to search for. Mirrors ompq.v1.JobSpec with defaults resolved.
 struct SearchOptions {
   std::string model_path;                   // TorchScript archive.
   std::string calib_path;                   // .pt / .npy / .npz calibration inputs.
   std::optional<int64_t> size_budget_bytes;  // At least one budget is required.
   std::optional<int64_t> bops_budget;
-  std::vector<int> weight_bits = {2, 3, 4, 5, 6, 7, 8};  // Candidate weight bit-widths.
-  int act_bits = 8;                          // Activation bits feeding every layer.
-  int pin_first_last_bits = 8;               // 0: first/last layers are not pinned.
+  std::vector<int> weight_bits = DefaultWeightBits();  // Candidate weight bit-widths.
+  int act_bits = limits::kDefaultActBits;    // Activation bits feeding every layer.
+  int pin_first_last_bits = limits::kDefaultPinFirstLastBits;  // 0: no first/last pin.
   std::vector<std::pair<std::string, int>> pins;  // (RE2 full-match regex, bits).
   std::optional<double> beta;                // Importance temperature; nullopt: default.
-  int search_samples = 32;                   // First N calibration inputs used; >= 2.
+  int search_samples = limits::kDefaultSearchSamples;  // First N calibration inputs used.
   int64_t seed = 0;
   std::string device = "cpu";                // "cpu", "cuda", "cuda:N" or "auto".
 };
@@ -54,6 +64,12 @@ struct SearchResult {
 /// INVALID_MODEL, UNSUPPORTED_OP, NO_QUANTIZABLE_LAYERS, INPUT_MISMATCH, NON_FINITE_INPUT,
 /// INVALID_INPUT, INFEASIBLE_BUDGET, CANCELLED.
 absl::StatusOr<SearchResult> RunSearch(const SearchOptions& options,
+                                       const ProgressFn& progress);
+
+struct JobInputs;  // job_inputs.h
+
+/// The same search on inputs already loaded (options.model_path and calib_path unused).
+absl::StatusOr<SearchResult> RunSearch(const SearchOptions& options, const JobInputs& inputs,
                                        const ProgressFn& progress);
 
 /// Writes report.json, bit_config.json and report.html for `report` into `out_dir`

@@ -1,4 +1,4 @@
-#include "client/channel.h"
+#include "rpc/channel.h"
 
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
@@ -8,7 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace ompq::client {
+namespace ompq::rpc {
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ConnectionOptions& options) {
   if (!options.tls_server_name.empty() && options.tls_ca.empty()) {
@@ -55,4 +55,4 @@ void PrepareContext(grpc::ClientContext& context, const ConnectionOptions& optio
   PrepareContextUntil(context, options, absl::Now() + timeout);
 }
 
-}  // namespace ompq::client
+}  // namespace ompq::rpc

@@ -1,7 +1,7 @@
 // How ompq processes (ompqctl, ompq-worker) reach ompq-server: one gRPC channel with
 // TLS or not, and per-call contexts that carry a deadline and the bearer token.
-#ifndef OMPQ_CLIENT_CHANNEL_H_
-#define OMPQ_CLIENT_CHANNEL_H_
+#ifndef OMPQ_RPC_CHANNEL_H_
+#define OMPQ_RPC_CHANNEL_H_
 
 #include <grpcpp/channel.h>
 #include <grpcpp/client_context.h>
@@ -12,7 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
-namespace ompq::client {
+namespace ompq::rpc {
 
 /// Where the server is and how to authenticate to it.
 struct ConnectionOptions {
@@ -38,6 +38,6 @@ void PrepareContext(grpc::ClientContext& context, const ConnectionOptions& optio
 void PrepareContextUntil(grpc::ClientContext& context, const ConnectionOptions& options,
                          absl::Time deadline);
 
-}  // namespace ompq::client
+}  // namespace ompq::rpc
 
-#endif  // OMPQ_CLIENT_CHANNEL_H_
+#endif  // OMPQ_RPC_CHANNEL_H_

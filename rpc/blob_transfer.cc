@@ -1,4 +1,4 @@
-#include "client/blob_transfer.h"
+#include "rpc/blob_transfer.h"
 
 #include <malloc.h>
 #include <unistd.h>
@@ -14,7 +14,7 @@
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
 
-namespace ompq::client {
+namespace ompq::rpc {
 namespace {
 
 namespace fs = std::filesystem;
@@ -150,4 +150,4 @@ absl::Status DownloadBlob(v1::BlobService::StubInterface& stub, const Connection
   return status;
 }
 
-}  // namespace ompq::client
+}  // namespace ompq::rpc

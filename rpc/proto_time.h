@@ -1,6 +1,6 @@
 // Conversions between absl time types and google.protobuf Timestamp / Duration.
-#ifndef OMPQ_SERVER_PROTO_TIME_H_
-#define OMPQ_SERVER_PROTO_TIME_H_
+#ifndef OMPQ_RPC_PROTO_TIME_H_
+#define OMPQ_RPC_PROTO_TIME_H_
 
 #include <google/protobuf/duration.pb.h>
 #include <google/protobuf/timestamp.pb.h>
@@ -47,4 +47,4 @@ inline absl::Duration FromProtoDuration(const google::protobuf::Duration& d) {
 
 }  // namespace ompq
 
-#endif  // OMPQ_SERVER_PROTO_TIME_H_
+#endif  // OMPQ_RPC_PROTO_TIME_H_

@@ -1,17 +1,17 @@
 // Moving files in and out of the server's content-addressed blob store (BlobService):
 // uploads that skip blobs the server already has, downloads that appear only when whole.
-#ifndef OMPQ_CLIENT_BLOB_TRANSFER_H_
-#define OMPQ_CLIENT_BLOB_TRANSFER_H_
+#ifndef OMPQ_RPC_BLOB_TRANSFER_H_
+#define OMPQ_RPC_BLOB_TRANSFER_H_
 
 #include <cstdint>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "client/channel.h"
 #include "ompq/v1/blob_service.grpc.pb.h"
+#include "rpc/channel.h"
 
-namespace ompq::client {
+namespace ompq::rpc {
 
 /// Deadlines for transfers: `base + size / min_bytes_per_second`, so a big file gets
 /// more time but a stalled transfer still ends.
@@ -43,6 +43,6 @@ absl::Status DownloadBlob(v1::BlobService::StubInterface& stub, const Connection
                           const TransferLimits& limits, const std::string& digest,
                           int64_t size_hint, const std::string& path);
 
-}  // namespace ompq::client
+}  // namespace ompq::rpc
 
-#endif  // OMPQ_CLIENT_BLOB_TRANSFER_H_
+#endif  // OMPQ_RPC_BLOB_TRANSFER_H_
