@@ -5,9 +5,10 @@ forward pass of the same batch.
 For each model: `ompqctl quantize MODEL --calib calib_224.pt --size 1GiB --finetune none`
 against an ompq-server with one local worker (warmed by a first small job), timed from
 the upload to the artifacts downloaded; report.json's stage timings; and a warm forward
-pass of the same 32 images through the same TorchScript model in this process (median of
-5, after 2 unmeasured runs, all cores). Every figure is printed as a multiple of that
-forward pass, measured in the same run. Not a test: it asserts nothing.
+pass of the same 32 images through the same TorchScript model in Python (median of 5,
+after 2 unmeasured runs, all cores; in a child process, after the job). Every figure is
+printed as a multiple of that forward pass, measured in the same run. Not a test: it
+asserts nothing.
 
 Usage: bench_job.py BIN_DIR [--models resnet18,mobilenet_v2,densenet121,efficientnet_b0]
                     [--work DIR] [--repeats 1]
@@ -29,6 +30,12 @@ TARGETS = {"search": 1.5, "job": 4.0}  # Issue targets, as multiples of one forw
 
 
 def warm_forward_seconds(model_path, calib_path):
+    out = subprocess.run([sys.executable, __file__, "--forward", model_path, calib_path],
+                         check=True, capture_output=True, text=True).stdout
+    return float(out.strip())
+
+
+def forward_child(model_path, calib_path):
     torch.set_num_threads(os.cpu_count() or 1)
     model = torch.jit.load(model_path).eval()
     batch = torch.load(calib_path)
@@ -39,11 +46,13 @@ def warm_forward_seconds(model_path, calib_path):
             model(batch)
             if i >= 2:
                 times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    print(statistics.median(times))
 
 
 def start_server(bin_dir, work):
     port_file = os.path.join(work, "server.port")
+    if os.path.exists(port_file):
+        os.remove(port_file)  # A previous run's.
     log = open(os.path.join(work, "server.log"), "ab")
     server = subprocess.Popen(
         [os.path.join(bin_dir, "ompq-server"), "--listen", "127.0.0.1:0", "--port-file",
@@ -74,6 +83,9 @@ def quantize(bin_dir, server, model, calib, out):
 
 
 def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "--forward":
+        forward_child(sys.argv[2], sys.argv[3])
+        return
     parser = argparse.ArgumentParser()
     parser.add_argument("bin_dir")
     parser.add_argument("--models", default="resnet18,mobilenet_v2,densenet121,efficientnet_b0")
@@ -91,20 +103,20 @@ def main():
         # The first job starts the worker's LibTorch; it is not measured.
         quantize(args.bin_dir, address, os.path.join(inputs, models[0] + ".pt"), calib,
                  os.path.join(work, "warm-up"))
-        print(f"{'model':16} {'forward s':>9} {'job s':>7} {'job/fwd':>8} {'search/fwd':>10}"
+        print(f"{'model':16} {'fwd s':>6} {'job s':>6} {'job/fwd':>7} {'search/fwd':>10}"
               f"  stages as multiples of one forward pass")
         for name in models:
             model = os.path.join(inputs, name + ".pt")
             for _ in range(args.repeats):
                 wall, report = quantize(args.bin_dir, address, model, calib,
                                         os.path.join(work, "out-" + name))
-                forward = warm_forward_seconds(model, calib)
+                fwd = warm_forward_seconds(model, calib)
                 t = report["timings_seconds"]
                 search = t["analyze"] + t["orthogonality"] + t["solve"]
-                stages = " ".join(f"{k}={t[k] / forward:.2f}" for k in
+                stages = " ".join(f"{k}={t[k] / fwd:.2f}" for k in
                                   ("analyze", "orthogonality", "solve", "calibrate", "export"))
-                print(f"{name:16} {forward:9.3f} {wall:7.2f} {wall / forward:8.2f} "
-                      f"{search / forward:10.2f}  {stages}", flush=True)
+                print(f"{name:16} {fwd:6.3f} {wall:6.2f} {wall / fwd:7.2f} {search / fwd:10.2f}  "
+                      f"{stages}", flush=True)
         print(f"targets: search stages <= {TARGETS['search']}x and the whole job <= "
               f"{TARGETS['job']}x one forward pass (ResNet-18, MobileNetV2)")
     finally:

@@ -22,7 +22,9 @@ struct InputPaths {
 };
 
 struct JobInputs {
-  LoadedModel model;  // As loaded: never changed by a stage.
+  // As loaded, never changed by a stage. Its tensors are inference tensors: run it under
+  // c10::InferenceMode, or use CopyModel.
+  LoadedModel model;
   std::string model_digest;  // "sha256:<hex>" of the model file.
   torch::Tensor calib;       // Every calibration input, on the CPU.
   std::optional<CalibrationData> eval;   // Labelled, finite.
@@ -38,8 +40,8 @@ absl::StatusOr<JobInputs> LoadJobInputs(const InputPaths& paths);
 /// label lies in [0, classes). INVALID_INPUT or INPUT_MISMATCH with the reason otherwise.
 absl::Status CheckLabelledInputs(const JobInputs& inputs);
 
-/// A copy of the model with its own parameters, types and graphs, for a stage that
-/// changes weights or rewrites the forward graph.
+/// A copy of the model with its own parameters (ordinary tensors), types and graphs, for
+/// a stage that runs outside InferenceMode, changes weights or rewrites the graph.
 absl::StatusOr<LoadedModel> CopyModel(const LoadedModel& model);
 
 }  // namespace ompq::engine

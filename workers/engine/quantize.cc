@@ -141,7 +141,7 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
   torch::NoGradGuard no_grad;
   const Clock::time_point start = Clock::now();
 
-  // --- CALIBRATING: a copy of the model to quantize (the float model, unchanged, is the
+  // --- CALIBRATING: a copy of the model to quantize (and one of the float model, the
   // reference of the stages that compare with it), weight ranges on every core, then one
   // forward pass that fits every activation range in execution order.
   RETURN_IF_ERROR(step(Stage::kCalibrating, 0, "copying the model"));
@@ -149,7 +149,8 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
   ASSIGN_OR_RETURN(std::unique_ptr<ProbedModel> work, ProbedModel::Create(std::move(work_model)));
   std::unique_ptr<ProbedModel> fp;
   if (options.finetune != FinetuneMode::kNone || inputs.eval.has_value()) {
-    ASSIGN_OR_RETURN(fp, ProbedModel::Create(inputs.model));
+    ASSIGN_OR_RETURN(LoadedModel fp_model, CopyModel(inputs.model));
+    ASSIGN_OR_RETURN(fp, ProbedModel::Create(std::move(fp_model)));
   }
   torch::Tensor calib =
       inputs.calib.narrow(0, 0, std::min<int64_t>(inputs.calib.size(0), options.calib_samples));
