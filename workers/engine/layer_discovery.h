@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "workers/engine/centred_gram.h"
 
 namespace ompq::engine {
 
@@ -85,13 +86,6 @@ class TappedModel {
   explicit TappedModel(std::unique_ptr<State> state);
   std::unique_ptr<State> state_;
 };
-
-/// The Gram matrix of `output` ([N, ...]) flattened per sample, columns centred over the
-/// samples, in float64 on `output`'s device: K = Xc Xc^T, [N, N]. Works through the
-/// columns in chunks so the float64 copy stays small. When `variance_fraction` is given it
-/// receives trace(K) / sum of squares of `output`: the share of the output's energy that
-/// varies across samples.
-torch::Tensor CentredGram(const torch::Tensor& output, double* variance_fraction = nullptr);
 
 }  // namespace ompq::engine
 
