@@ -98,7 +98,8 @@ class LeasedJob {
         job_(lease.job()),
         lease_id_(lease.lease_id()),
         heartbeat_(*env.workers, options_.connection, options_.worker_id, lease.lease_id(),
-                   lease.job().name(), FromProtoDuration(lease.lease_duration()), options_.heartbeat),
+                   lease.job().name(), FromProtoDuration(lease.lease_duration()),
+                   options_.heartbeat),
         progress_(JobProgress::StagesFor(lease.job().spec())),
         dir_(fs::path(options_.work_dir) / "jobs" /
              std::string(absl::StripPrefix(lease.job().name(), "jobs/"))),

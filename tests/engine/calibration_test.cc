@@ -48,7 +48,8 @@ TEST_P(CalibrationTest, OnePassEqualsLayerByLayer) {
   torch::NoGradGuard no_grad;
   absl::StatusOr<CalibrationData> data = LoadCalibrationFile(GetParam().calib);
   ASSERT_TRUE(data.ok()) << data.status();
-  const torch::Tensor calib = data->inputs.narrow(0, 0, std::min<int64_t>(64, data->inputs.size(0)));
+  const torch::Tensor calib =
+      data->inputs.narrow(0, 0, std::min<int64_t>(64, data->inputs.size(0)));
 
   std::unique_ptr<ProbedModel> one_pass = Load(GetParam().model);
   std::unique_ptr<ProbedModel> stepwise = Load(GetParam().model);
@@ -108,7 +109,9 @@ TEST_P(CalibrationTest, OnePassEqualsLayerByLayer) {
   // The reference: site by site in execution order, each on the inputs the quantized
   // sites before it produce.
   std::vector<int> order;
-  for (const QuantLayer& layer : reference) order.insert(order.end(), layer.sites.begin(), layer.sites.end());
+  for (const QuantLayer& layer : reference) {
+    order.insert(order.end(), layer.sites.begin(), layer.sites.end());
+  }
   std::sort(order.begin(), order.end());
   for (int site : order) {
     absl::StatusOr<torch::Tensor> inputs =

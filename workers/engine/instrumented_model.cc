@@ -67,7 +67,8 @@ void HookInput(torch::jit::Graph& graph, Node* user, size_t index, c10::Symbol o
   torch::jit::WithInsertPoint insert_point(user);
   Value* session_value = graph.insertConstant(session);
   Value* site_value = graph.insertConstant(site);
-  Node* call = graph.insertNode(graph.create(op, {user->input(index), session_value, site_value}, 1));
+  Node* call =
+      graph.insertNode(graph.create(op, {user->input(index), session_value, site_value}, 1));
   call->output()->setType(user->input(index)->type());
   user->replaceInput(index, call->output());
 }
@@ -128,7 +129,8 @@ absl::StatusOr<std::unique_ptr<InstrumentedModel>> InstrumentedModel::Create(Loa
             torch::jit::WithInsertPoint insert_point(tapped->node()->next());
             Value* session_value = graph.insertConstant(model->session_);
             Value* site_value = graph.insertConstant(id);
-            Node* tap = graph.insertNode(graph.create(output_op, {tapped, session_value, site_value}, 1));
+            Node* tap = graph.insertNode(
+                graph.create(output_op, {tapped, session_value, site_value}, 1));
             tap->output()->setType(tapped->type());
             tapped->replaceAllUsesWith(tap->output());
             tap->replaceInput(0, tapped);

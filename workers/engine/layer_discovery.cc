@@ -268,7 +268,8 @@ absl::StatusOr<TappedModel> TappedModel::Create(const torch::jit::Module& module
       absl::StatusCode::kInternal, reason::kInternal, "cannot resolve the layers", [&] {
         std::unordered_map<std::string, int64_t> layer_ids;
         for (const LayerSiteNode& site : state->model->sites()) {
-          auto [it, inserted] = layer_ids.emplace(site.name, static_cast<int64_t>(state->sites.size()));
+          auto [it, inserted] =
+              layer_ids.emplace(site.name, static_cast<int64_t>(state->sites.size()));
           if (inserted) {
             state->sites.push_back(
                 {site.name, site.kind,

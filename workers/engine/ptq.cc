@@ -228,7 +228,8 @@ absl::StatusOr<nlohmann::json> RunPtq(const PtqOptions& options, ProbedModel& fp
     std::vector<torch::Tensor> target_parts;
     for (int64_t begin = 0; begin < n; begin += kForwardBatch) {
       ASSIGN_OR_RETURN(torch::Tensor part,
-                       ApplyLayer(*layer.op, fp_inputs.narrow(0, begin, std::min(kForwardBatch, n - begin)),
+                       ApplyLayer(*layer.op,
+                                  fp_inputs.narrow(0, begin, std::min(kForwardBatch, n - begin)),
                                   layer.fp_weight.cpu(),
                                   layer.fp_bias.defined() ? layer.fp_bias.cpu() : torch::Tensor()));
       target_parts.push_back(part);

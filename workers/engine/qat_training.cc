@@ -81,7 +81,8 @@ absl::StatusOr<nlohmann::json> RunQat(
     InstallWeight(layer, layer.fp_weight);  // The latent weight starts at the float one.
     layer.weight.requires_grad_(true);
     parameters.push_back(layer.weight);
-    ASSIGN_OR_RETURN(LsqQuantizer q, LsqQuantizer::From(layer.weight_params, layer.weight.device()));
+    ASSIGN_OR_RETURN(LsqQuantizer q,
+                     LsqQuantizer::From(layer.weight_params, layer.weight.device()));
     weight_q.push_back(std::move(q));
     parameters.push_back(weight_q.back().scale());
     for (int site : layer.sites) {
@@ -117,7 +118,8 @@ absl::StatusOr<nlohmann::json> RunQat(
       const torch::Tensor index = order.narrow(0, start, count);
       ASSIGN_OR_RETURN(c10::IValue output, work.Forward(inputs.index_select(0, index)));
       ASSIGN_OR_RETURN(torch::Tensor logits, Logits(output, count));
-      torch::Tensor loss = F::cross_entropy(logits, labels.index_select(0, index).to(logits.device()));
+      torch::Tensor loss =
+          F::cross_entropy(logits, labels.index_select(0, index).to(logits.device()));
       const double value = loss.item<double>();
       if (!std::isfinite(value)) {
         return JobFailure(absl::StatusCode::kInvalidArgument, reason::kInvalidInput,

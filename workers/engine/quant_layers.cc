@@ -45,13 +45,15 @@ absl::StatusOr<LayerOp> LayerOpOf(const LayerSiteNode& site, const torch::jit::M
   op.kind = LayerOp::Kind::kConv;
   Node* node = site.node;
   const std::string name = node->kind().toQualString();
-  const bool functional = name == "aten::conv1d" || name == "aten::conv2d" || name == "aten::conv3d";
+  const bool functional =
+      name == "aten::conv1d" || name == "aten::conv2d" || name == "aten::conv3d";
   const size_t groups_index = functional ? 6 : 8;
   if (node->inputs().size() <= groups_index) {
     return absl::InvalidArgumentError(absl::StrCat(name, " has too few inputs"));
   }
   auto int_list = [&](size_t index, const char* what) -> absl::StatusOr<std::vector<int64_t>> {
-    std::optional<std::vector<int64_t>> list = IntList(StaticValue(node->input(index), module, self));
+    std::optional<std::vector<int64_t>> list =
+        IntList(StaticValue(node->input(index), module, self));
     if (!list) return absl::InvalidArgumentError(absl::StrCat(what, " is not static"));
     return *list;
   };

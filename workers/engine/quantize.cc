@@ -122,9 +122,9 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
                                                          nlohmann::json& report,
                                                          const ProgressFn& progress) {
   const bool qat = options.finetune == FinetuneMode::kQat;
-  if (options.act_bits < limits::kMinActBits || options.act_bits > limits::kMaxBits || options.calib_samples < 1 ||
-      options.iters < 0 || options.epochs < 1 || !(options.lr > 0) || !std::isfinite(options.lr) ||
-      options.qat_batch_size < 1) {
+  if (options.act_bits < limits::kMinActBits || options.act_bits > limits::kMaxBits ||
+      options.calib_samples < 1 || options.iters < 0 || options.epochs < 1 ||
+      !(options.lr > 0) || !std::isfinite(options.lr) || options.qat_batch_size < 1) {
     return absl::InvalidArgumentError(
         "act_bits 2..16, calib_samples >= 1, iters >= 0, epochs >= 1, lr > 0 and "
         "qat_batch_size >= 1");

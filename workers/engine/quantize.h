@@ -12,8 +12,9 @@
 //                reconstructed as one unit (BRECQ, brecq.h: the rounding of all its layers
 //                learned jointly on the block output), every other layer alone (AdaRound:
 //                the layer's output on its quantized inputs matches the float model's).
-//                (qat, qat_training.h) the whole model trains on labelled data (cross-entropy, Adam) with
-//                weights and activations fake-quantized, step sizes learned (LSQ, qat.h).
+//                (qat, qat_training.h) the whole model trains on labelled data
+//                (cross-entropy, Adam) with weights and activations fake-quantized, step
+//                sizes learned (LSQ, qat.h).
 //   EVALUATING   (with eval data) top-1 of the float model, of the calibrated model with
 //                nearest rounding, and of the finetuned one.
 //   EXPORTING    model_quantized.pt: the model with its weights replaced by the quantized
