@@ -1,6 +1,9 @@
 #include "client/cli_commands.h"
 
+#include <unistd.h>
+
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <system_error>
 #include <utility>
@@ -10,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "client/exit_codes.h"
+#include "client/frontier_table.h"
 #include "client/interrupt.h"
 #include "client/progress_display.h"
 #include "client/summary_table.h"
@@ -327,6 +331,53 @@ int RunDownload(const CliContext& ctx, const std::string& name_arg, const std::s
     *ctx.out << "downloaded " << files->size() << " files of " << name << " to " << out_dir << ": "
              << absl::StrJoin(*files, ", ") << std::endl;
   }
+  return kExitSuccess;
+}
+
+int RunFrontier(const CliContext& ctx, const std::string& name_arg) {
+  const std::string name = NormalizeJobName(name_arg);
+  auto job = ctx.client->GetJob(name);
+  if (!job.ok()) return Fail(ctx, job.status());
+  if (job->state() != v1::SUCCEEDED) {
+    return Fail(ctx, absl::FailedPreconditionError(absl::StrCat(
+                         name, " is ", v1::JobState_Name(job->state()),
+                         "; its frontier is in the report of a succeeded job")));
+  }
+  const v1::Artifact* report_artifact = nullptr;
+  for (const v1::Artifact& artifact : job->artifacts()) {
+    if (artifact.name() == "report.json") report_artifact = &artifact;
+  }
+  if (report_artifact == nullptr) {
+    return Fail(ctx, absl::NotFoundError(absl::StrCat(name, " has no report.json artifact")));
+  }
+  std::error_code ec;
+  const fs::path temp_dir = fs::temp_directory_path(ec);
+  const fs::path path =
+      (ec ? fs::path(".") : temp_dir) / absl::StrCat("ompqctl-report-", getpid(), ".json");
+  absl::Status downloaded =
+      ctx.client->Download(report_artifact->digest(), report_artifact->size_bytes(), path.string());
+  nlohmann::json report;
+  if (downloaded.ok()) {
+    std::ifstream in(path);
+    report = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  }
+  fs::remove(path, ec);
+  if (!downloaded.ok()) return Fail(ctx, downloaded);
+  if (report.is_discarded()) {
+    return Fail(ctx, absl::InternalError(absl::StrCat(name, "'s report.json is not JSON")));
+  }
+  if (JsonMode(ctx)) {
+    *ctx.out << nlohmann::json{{"job", name}, {"frontier", report.value("frontier",
+                                                                         nlohmann::json::array())}}
+                    .dump()
+             << std::endl;
+    return kExitSuccess;
+  }
+  absl::StatusOr<std::string> table = FormatFrontier(report);
+  if (!table.ok()) return Fail(ctx, table.status());
+  *ctx.out << name << " size-quality frontier (" << report["search"].value("objective", "")
+           << " objective)\n"
+           << *table;
   return kExitSuccess;
 }
 

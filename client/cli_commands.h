@@ -47,6 +47,9 @@ int RunWait(const CliContext& ctx, const std::string& name, const std::string& t
 int RunCancel(const CliContext& ctx, const std::string& name);
 /// Downloads the artifacts of a succeeded job into `out_dir`.
 int RunDownload(const CliContext& ctx, const std::string& name, const std::string& out_dir);
+/// Prints the size-quality frontier of a succeeded job from its report.json (the JSON
+/// array itself in JSON mode).
+int RunFrontier(const CliContext& ctx, const std::string& name);
 /// Uploads files as blobs; prints their digests.
 int RunUpload(const CliContext& ctx, const std::vector<std::string>& paths);
 /// Asks the server's grpc.health.v1 service about `service` ("" the whole server), giving

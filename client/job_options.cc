@@ -94,6 +94,14 @@ absl::StatusOr<v1::FinetuneMode> ParseFinetuneMode(absl::string_view text) {
   return absl::InvalidArgumentError(absl::StrCat("--finetune '", text, "': use none, ptq or qat"));
 }
 
+absl::StatusOr<v1::Objective> ParseObjective(absl::string_view text) {
+  std::string lower = absl::AsciiStrToLower(absl::StripAsciiWhitespace(text));
+  if (lower == "orthogonality") return v1::OBJECTIVE_ORTHOGONALITY;
+  if (lower == "distortion") return v1::OBJECTIVE_DISTORTION;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--objective '", text, "': use orthogonality or distortion"));
+}
+
 std::string NormalizeJobName(absl::string_view name) {
   name = absl::StripAsciiWhitespace(name);
   if (absl::StartsWith(name, "jobs/")) return std::string(name);
@@ -162,16 +170,32 @@ absl::StatusOr<JobPlan> BuildJobPlan(const JobFlags& flags) {
   }
   if (!flags.beta.empty()) {
     double beta = 0;
-    if (!absl::SimpleAtod(flags.beta, &beta) || !std::isfinite(beta) || beta <= 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--beta '", flags.beta, "': use a positive number, e.g. 1.0"));
+    if (!absl::SimpleAtod(flags.beta, &beta) || !std::isfinite(beta) || beta < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--beta '", flags.beta, "': use a number >= 0, e.g. 1.0 (0: every layer alike)"));
     }
     spec.set_beta(beta);
   }
   // Left unspecified unless given, so the server applies its own default.
+  if (!flags.objective.empty()) {
+    ASSIGN_OR_RETURN(v1::Objective objective, ParseObjective(flags.objective));
+    spec.set_objective(objective);
+  }
   if (!flags.finetune.empty()) {
     ASSIGN_OR_RETURN(v1::FinetuneMode mode, ParseFinetuneMode(flags.finetune));
     spec.set_finetune(mode);
+  }
+  if (flags.frontier_evals.has_value()) {
+    if (*flags.frontier_evals < 0 || *flags.frontier_evals > limits::kFrontierPoints) {
+      return absl::InvalidArgumentError(absl::StrCat("--frontier-evals must be in 0..",
+                                                     limits::kFrontierPoints, " (got ",
+                                                     *flags.frontier_evals, ")"));
+    }
+    if (*flags.frontier_evals > 0 && flags.eval.empty()) {
+      return absl::InvalidArgumentError(
+          "--frontier-evals measures top-1 on the eval data: pass --eval FILE");
+    }
+    spec.set_frontier_evals(*flags.frontier_evals);
   }
   RETURN_IF_ERROR(CheckNonNegative(flags.iters, "--iters"));
   RETURN_IF_ERROR(CheckNonNegative(flags.epochs, "--epochs"));

@@ -4,6 +4,7 @@
 #define OMPQ_CLIENT_JOB_OPTIONS_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -28,7 +29,9 @@ struct JobFlags {
   std::vector<std::string> pins;    // --pin NAME_REGEX=B, repeatable.
   std::string beta;                 // --beta: importance temperature.
   std::string finetune;             // --finetune none|ptq|qat.
+  std::string objective;            // --objective orthogonality|distortion.
   int iters = 0;                    // --iters.
+  std::optional<int> frontier_evals;  // --frontier-evals; unset: the server's default.
   int epochs = 0;                   // --epochs.
   double lr = 0;                    // --lr.
   int search_samples = 0;           // --search-samples.
@@ -67,6 +70,8 @@ absl::StatusOr<std::pair<std::string, std::string>> ParseLabel(absl::string_view
 
 /// "none" | "ptq" | "qat" (any case).
 absl::StatusOr<v1::FinetuneMode> ParseFinetuneMode(absl::string_view text);
+/// "orthogonality" / "distortion" (any case).
+absl::StatusOr<v1::Objective> ParseObjective(absl::string_view text);
 
 /// "abc" -> "jobs/abc"; "jobs/abc" unchanged.
 std::string NormalizeJobName(absl::string_view name);

@@ -29,7 +29,11 @@ void AddJobFlags(CLI::App& command, JobFlags& flags) {
       ->allow_extra_args(false);
   command.add_option("--beta", flags.beta, "Importance temperature");
   command.add_option("--finetune", flags.finetune, "none|ptq|qat");
+  command.add_option("--objective", flags.objective,
+                     "orthogonality|distortion: what the bit allocation optimises");
   command.add_option("--iters", flags.iters, "PTQ reconstruction iterations per unit");
+  command.add_option("--frontier-evals", flags.frontier_evals,
+                     "frontier points whose top-1 is measured (needs --eval; default 8)");
   command.add_option("--epochs", flags.epochs, "QAT epochs");
   command.add_option("--lr", flags.lr, "QAT learning rate");
   command.add_option("--train", flags.train, "Labelled training data (QAT)");
@@ -110,6 +114,10 @@ int main(int argc, char** argv) {
   download->add_option("job", job_name, "Job name")->required();
   download->add_option("--out", out_dir, "Folder for the artifacts")->capture_default_str();
 
+  CLI::App* frontier =
+      app.add_subcommand("frontier", "Print a finished job's size-quality frontier");
+  frontier->add_option("job", job_name, "Job name")->required();
+
   std::vector<std::string> upload_paths;
   CLI::App* upload = app.add_subcommand("upload", "Upload files as blobs; print digests");
   upload->add_option("files", upload_paths, "Files to upload")->required();
@@ -150,6 +158,7 @@ int main(int argc, char** argv) {
   if (wait->parsed()) return oc::RunWait(ctx, job_name, wait_timeout);
   if (cancel->parsed()) return oc::RunCancel(ctx, job_name);
   if (download->parsed()) return oc::RunDownload(ctx, job_name, out_dir);
+  if (frontier->parsed()) return oc::RunFrontier(ctx, job_name);
   if (upload->parsed()) return oc::RunUpload(ctx, upload_paths);
   if (health->parsed()) return oc::RunHealth(ctx, health_service, health_timeout);
   return oc::kExitUsage;

@@ -26,6 +26,11 @@ inline constexpr int kMinSearchSamples = 2;
 inline constexpr int kDefaultSearchSamples = 32;
 inline constexpr int kDefaultCalibSamples = 1024;
 
+/// The size-quality frontier: size budgets it spans, and the points whose top-1 a job with
+/// eval data measures by default (at most kFrontierPoints).
+inline constexpr int kFrontierPoints = 24;
+inline constexpr int kDefaultFrontierEvals = 8;
+
 /// PTQ steps per reconstruction unit; QAT's epochs, learning rate and batch.
 inline constexpr int64_t kDefaultPtqIters = 1000;
 inline constexpr int64_t kDefaultQatEpochs = 1;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The ompq demo: install what is missing, build, train (or reuse) a small CNN on
-# Fashion-MNIST, start the embedded server, quantize the model end to end with ompqctl,
-# print the result, and stop the server.
+# Fashion-MNIST, start the embedded server, quantize the model end to end with ompqctl
+# (FP32 against quantized top-1 on held-out images), print the result and the size-quality
+# frontier, and stop the server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -37,9 +38,15 @@ done
 export OMPQ_SERVER="127.0.0.1:$(cat "$WORK/port")"
 
 OUT=${OMPQ_DEMO_OUT:-$ROOT/results/demo}
-echo "== ompqctl quantize model.pt --calib calib.pt --size 192KiB --out $OUT"
+echo "== ompqctl quantize model.pt --calib calib.pt --eval eval.pt --size 192KiB --out $OUT"
 "$ROOT/build/bin/ompqctl" quantize "$MODEL_DIR/model.pt" --calib "$MODEL_DIR/calib.pt" \
-  --size 192KiB --out "$OUT"
+  --eval "$MODEL_DIR/eval.pt" --size 192KiB --out "$OUT"
+
+# What mixed precision buys: the best allocation at each size, some measured.
+JOB=$("$ROOT/build/bin/ompqctl" list --limit 1 --output json |
+  /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["jobs"][0]["name"])')
+echo "== ompqctl frontier $JOB"
+"$ROOT/build/bin/ompqctl" frontier "$JOB"
 
 echo "== stopping the server (SIGTERM drains and exits 0)"
 kill -TERM "$SERVER_PID"

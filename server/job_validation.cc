@@ -140,6 +140,29 @@ absl::Status CheckPins(const v1::JobSpec& spec) {
   return absl::OkStatus();
 }
 
+absl::Status CheckObjective(v1::JobSpec* spec) {
+  if (!v1::Objective_IsValid(spec->objective())) {
+    return Invalid(absl::StrCat("spec.objective ", static_cast<int>(spec->objective()),
+                                " is not a known objective; use OBJECTIVE_ORTHOGONALITY or "
+                                "OBJECTIVE_DISTORTION"));
+  }
+  if (spec->objective() == v1::OBJECTIVE_UNSPECIFIED) spec->set_objective(kDefaultObjective);
+  if (spec->has_frontier_evals()) {
+    if (spec->frontier_evals() < 0 || spec->frontier_evals() > limits::kFrontierPoints) {
+      return Invalid(absl::StrCat("spec.frontier_evals must be in 0..", limits::kFrontierPoints,
+                                  ", got ", spec->frontier_evals()));
+    }
+    if (spec->frontier_evals() > 0 && spec->eval_digest().empty()) {
+      return Invalid(
+          "spec.frontier_evals: measuring the frontier's top-1 needs eval data: pass --eval "
+          "FILE, or leave --frontier-evals out");
+    }
+  } else {
+    spec->set_frontier_evals(spec->eval_digest().empty() ? 0 : limits::kDefaultFrontierEvals);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckFinetune(v1::JobSpec* spec) {
   if (!v1::FinetuneMode_IsValid(spec->finetune())) {
     return Invalid(absl::StrCat("spec.finetune ", static_cast<int>(spec->finetune()),
@@ -238,6 +261,7 @@ absl::Status ValidateAndFillSpec(v1::JobSpec* spec) {
   RETURN_IF_ERROR(CheckPins(*spec));
   RETURN_IF_ERROR(CheckSamples(spec));
   RETURN_IF_ERROR(CheckMisc(*spec));
+  RETURN_IF_ERROR(CheckObjective(spec));
   return CheckFinetune(spec);
 }
 

@@ -15,6 +15,8 @@ namespace ompq {
 
 /// An unspecified finetune mode means PTQ (PRODUCT.md).
 inline constexpr v1::FinetuneMode kDefaultFinetuneMode = v1::PTQ;
+/// The allocation objective of a job that names none (docs/results.md says why).
+inline constexpr v1::Objective kDefaultObjective = v1::OBJECTIVE_DISTORTION;
 
 /// Checks every field of `spec` and fills defaults (weight_bits 2..8, act_bits 8,
 /// pin_first_last_bits 8, search_samples 32, calib_samples 1024, finetune as above).

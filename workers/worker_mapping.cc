@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/job_limits.h"
 
 namespace ompq::worker {
 namespace {
@@ -67,6 +68,12 @@ engine::SearchOptions ToSearchOptions(const v1::JobSpec& spec, const std::string
     options.pins.emplace_back(pin.name_regex(), pin.bits());
   }
   if (spec.has_beta()) options.beta = spec.beta();
+  // A spec the server filled in names its objective; UNSPECIFIED keeps the engine's default.
+  if (spec.objective() == v1::OBJECTIVE_ORTHOGONALITY) {
+    options.objective = engine::Objective::kOrthogonality;
+  } else if (spec.objective() == v1::OBJECTIVE_DISTORTION) {
+    options.objective = engine::Objective::kDistortion;
+  }
   if (spec.search_samples() != 0) options.search_samples = spec.search_samples();
   options.seed = spec.seed();
   options.device = device;
@@ -88,6 +95,9 @@ engine::QuantizeOptions ToQuantizeOptions(const v1::JobSpec& spec, const std::st
                                                   : engine::FinetuneMode::kPtq;
   if (spec.act_bits() != 0) options.act_bits = spec.act_bits();
   if (spec.calib_samples() > 0) options.calib_samples = spec.calib_samples();
+  options.frontier_evals = spec.has_frontier_evals()
+                               ? spec.frontier_evals()
+                               : (eval_path.empty() ? 0 : limits::kDefaultFrontierEvals);
   if (spec.iters() > 0) options.iters = spec.iters();
   if (spec.epochs() > 0) options.epochs = spec.epochs();
   if (spec.lr() > 0) options.lr = spec.lr();

@@ -7,7 +7,8 @@ data dir and runs `ompqctl quantize` for every point, reading each job's report.
 For each model (trained by train_models.py) and activation bit-width, the weight budgets are
 the model sizes of uniform B-bit weights (B in --bits), the first and last layers at
 --pin-first-last bits for every method. At each budget:
-  ompq     the engine's allocation under --size BUDGET
+  ompq     the engine's allocation under --size BUDGET with the paper's program
+           (--objective orthogonality)
   uniform  every other layer pinned at B bits (one exact pin per layer)
   random   --random-seeds allocations drawn per layer from the candidate bit-widths, kept
            only if BUDGET*--random-min-fill <= size <= BUDGET, one exact pin per layer
@@ -19,6 +20,13 @@ With --betas, OMPQ also runs at the --beta-bits budget (act bits 8) with each be
 With --between-bits (e.g. 2.5 3.5), OMPQ also runs at the sizes of those average weight
 bit-widths, where no uniform allocation exists: the points of its curve between the uniform
 ones (phase 5).
+The allocation objectives (phases 6-8), at every budget and activation width:
+  dist-bB   --objective distortion --beta B for each B in --distortion-betas (phase 6; also
+            at the --between-bits sizes)
+  ompq-box  the paper's program in the public code's PTQ box, --weight-bits 2,3,4 (phase 7)
+  sens      a peer-style sensitivity baseline: sensitivity.py measures each layer's output
+            noise at each bit-width with only that layer quantized (one forward pass each),
+            solve_allocation (the engine's exact solver) minimises the sum; exact pins (phase 8)
 
 Every run's report.json stays in WORK/<model>/<run>/ and its figures go into --results;
 re-running skips runs whose report already exists (resumable).
@@ -40,6 +48,8 @@ import time
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 DEFAULT_CACHE = os.path.expanduser("~/.cache/ompq/accuracy")
+# The paper's program, named: the service's default objective is the distortion one.
+ORTHOGONALITY = ["--objective", "orthogonality"]
 
 
 def size_bytes(layers, bits, other_bytes):
@@ -154,7 +164,8 @@ class Study:
                 cmd += ["--train", self.qat_train_file(model), "--epochs", str(self.args.epochs),
                         "--lr", str(self.args.lr)]
             if not self.args.no_eval and finetune != "none":
-                cmd += ["--eval", os.path.join(data, "eval.pt")]
+                # The study measures top-1 itself; frontier evaluations would only cost time.
+                cmd += ["--eval", os.path.join(data, "eval.pt"), "--frontier-evals", "0"]
             cmd += extra
             shutil.rmtree(out + ".partial", ignore_errors=True)
             start = time.time()
@@ -250,7 +261,7 @@ class Study:
                 uniform = [p or b for p in pinned]
                 assert size_bytes(layers, uniform, other) == budget
                 phase = 0 if act == 8 else 1
-                runs.append((phase, f"ompq-w{b}-a{act}", budget, act, [],
+                runs.append((phase, f"ompq-w{b}-a{act}", budget, act, ORTHOGONALITY,
                              dict(method="ompq", beta=None, **common)))
                 runs.append((phase, f"uniform-w{b}-a{act}", budget, act,
                              self.pin_args(layers, uniform), dict(method="uniform", **common)))
@@ -273,13 +284,37 @@ class Study:
             budget = size_bytes(layers, [p or b for p in pinned], other)
             budgets[b] = budget
             for act in a.act_bits:
-                runs.append((5, f"ompq-w{b:g}-a{act}", budget, act, [],
+                runs.append((5, f"ompq-w{b:g}-a{act}", budget, act, ORTHOGONALITY,
                              dict(method="ompq", beta=None, act_bits=act, weight_bits=b,
                                   budget_bytes=budget)))
+        sizes = dict(budgets)
+        for b in a.between_bits:
+            sizes[b] = size_bytes(layers, [p or b for p in pinned], other)
+        sensitivity = self.sensitivity(model) if not a.phases or 8 in a.phases else None
+        for act in a.act_bits:
+            for b, budget in sizes.items():
+                common = dict(act_bits=act, weight_bits=b, budget_bytes=budget)
+                for beta in a.distortion_betas:
+                    runs.append((6, f"dist-b{beta:g}-w{b:g}-a{act}", budget, act,
+                                 ["--objective", "distortion", "--beta", f"{beta:g}"],
+                                 dict(method=f"distortion-beta{beta:g}", beta=beta, **common)))
+                if b not in budgets:
+                    continue
+                runs.append((7, f"ompq-box-w{b:g}-a{act}", budget, act,
+                             ORTHOGONALITY + ["--weight-bits", "2,3,4"],
+                             dict(method="ompq-box", **common)))
+                if sensitivity is not None:
+                    bits = self.sensitivity_bits(model, sensitivity, layers, pinned, other,
+                                                 candidates, budget)
+                    runs.append((8, f"sens-w{b:g}-a{act}", budget, act,
+                                 self.pin_args(layers, bits),
+                                 dict(method="sensitivity",
+                                      search_multiple=sensitivity["forward_multiple"],
+                                      **common)))
         for beta in a.betas:
             budget = budgets[a.beta_bits]
             runs.append((2, f"ompq-beta{beta:g}-w{a.beta_bits}-a8", budget, 8,
-                         ["--beta", f"{beta:g}"],
+                         ORTHOGONALITY + ["--beta", f"{beta:g}"],
                          dict(method="ompq-beta", beta=beta, act_bits=8,
                               weight_bits=a.beta_bits, budget_bytes=budget)))
         return [(phase, model, *rest) for phase, *rest in runs]
@@ -301,6 +336,35 @@ class Study:
                            if r[0] == phase]
                 for future in futures:
                     future.result()
+
+    def sensitivity(self, model):
+        """sensitivity.py's per-layer noise tables, measured once per model."""
+        path = os.path.join(self.args.work, "sensitivity", model + ".json")
+        if not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            data = os.path.join(self.args.cache, model)
+            probe = os.path.join(self.args.work, "probe", model, "report.json")
+            subprocess.run([sys.executable, os.path.join(REPO, "bench", "accuracy",
+                                                         "sensitivity.py"),
+                            os.path.join(data, "model.pt"), os.path.join(data, "calib.pt"),
+                            probe, path + ".tmp"], check=True)
+            os.replace(path + ".tmp", path)
+        with open(path) as f:
+            return json.load(f)
+
+    def sensitivity_bits(self, model, sensitivity, layers, pinned, other, candidates, budget):
+        """The engine's exact solver on the measured noise (minimised: values = -noise)."""
+        problem = {"layers": [], "other_bytes": other, "size_budget_bytes": budget}
+        for layer, pin in zip(layers, pinned):
+            cands = [pin] if pin else candidates
+            noise = sensitivity["noise"][layer["name"]]
+            problem["layers"].append({
+                "params": layer["params"], "macs": layer["macs"], "candidates": cands,
+                "values": [-noise[str(c)] if str(c) in noise else 0.0 for c in cands]})
+        proc = subprocess.run([os.path.join(self.args.bin_dir, "solve_allocation")],
+                              input=json.dumps(problem), capture_output=True, text=True,
+                              check=True)
+        return json.loads(proc.stdout)["bits"]
 
     @staticmethod
     def pin_args(layers, bits):
@@ -357,6 +421,8 @@ def main():
     p.add_argument("--betas", type=float, nargs="*", default=[0.5, 2, 5],
                    help="extra OMPQ runs at --beta-bits (act 8); beta 1 is the default run")
     p.add_argument("--beta-bits", type=int, default=3)
+    p.add_argument("--distortion-betas", type=float, nargs="*", default=[0, 1],
+                   help="--objective distortion runs at each of these betas (phase 6)")
     p.add_argument("--between-bits", type=float, nargs="*", default=[],
                    help="OMPQ-only runs at these average weight bit-widths' sizes (phase 5)")
     p.add_argument("--no-eval", action="store_true", help="no --eval (service without it)")
@@ -364,7 +430,8 @@ def main():
                    help="runs at a time (the server gets as many local workers)")
     p.add_argument("--phases", type=int, nargs="*",
                    help="only these phases: 0 OMPQ+uniform act 8, 1 the same at act 4, "
-                        "2 beta, 3 random act 8, 4 random act 4, 5 --between-bits")
+                        "2 beta, 3 random act 8, 4 random act 4, 5 --between-bits, "
+                        "6 distortion objective, 7 OMPQ in the 2..4 box, 8 sensitivity")
     p.add_argument("--dry-run", action="store_true",
                    help="run only the probe jobs and print the planned runs")
     args = p.parse_args()

@@ -3,6 +3,7 @@
 // the public code's way (bench/search/public_baseline.py, run as a child process).
 //
 //   bench_search MODEL.pt CALIB.pt [--samples 32] [--repeats 3] [--baseline SCRIPT.py]
+//                [--objective orthogonality|distortion]
 //
 // Memory: each measurement runs in a fresh child (this binary re-executed with --child),
 // which reports its peak resident set (VmHWM) and its resident set before the work
@@ -85,6 +86,7 @@ struct Args {
   int samples = 32;
   int repeats = 3;
   int64_t size_budget = 0;
+  std::string objective = "distortion";  // The service default.
 };
 
 ompq::engine::SearchOptions SearchOptionsFor(const Args& args) {
@@ -93,6 +95,8 @@ ompq::engine::SearchOptions SearchOptionsFor(const Args& args) {
   options.calib_path = args.calib;
   options.search_samples = args.samples;
   options.size_budget_bytes = args.size_budget;
+  options.objective = args.objective == "distortion" ? ompq::engine::Objective::kDistortion
+                                                     : ompq::engine::Objective::kOrthogonality;
   return options;
 }
 
@@ -160,7 +164,8 @@ ChildResult MeasureInChild(const Args& args, const std::string& what) {
   // popen runs a shell, whose /proc/self/exe is the shell: resolve ours first.
   const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
   const std::string command =
-      absl::StrCat(Quote(self), " --child ", what, " --samples ", args.samples, " --size ",
+      absl::StrCat(Quote(self), " --child ", what, " --objective ", args.objective,
+                   " --samples ", args.samples, " --size ",
                    args.size_budget, " ", Quote(args.model), " ", Quote(args.calib));
   std::vector<std::string> fields =
       absl::StrSplit(absl::StripAsciiWhitespace(RunCommand(command)), ' ', absl::SkipEmpty());
@@ -192,6 +197,11 @@ Args ParseArgs(int argc, char** argv) {
       args.baseline = value();
     } else if (arg == "--child") {
       args.child = value();
+    } else if (arg == "--objective") {
+      args.objective = value();
+      if (args.objective != "orthogonality" && args.objective != "distortion") {
+        Die(absl::InvalidArgumentError("--objective: use orthogonality or distortion"));
+      }
     } else if (arg == "--size") {
       args.size_budget = std::stoll(value());
     } else {
@@ -200,7 +210,7 @@ Args ParseArgs(int argc, char** argv) {
   }
   if (positional.size() != 2) {
     std::cerr << "usage: bench_search MODEL.pt CALIB.pt [--samples N] [--repeats R] "
-                 "[--baseline public_baseline.py]\n";
+                 "[--baseline public_baseline.py] [--objective orthogonality|distortion]\n";
     std::exit(2);
   }
   args.model = positional[0];
@@ -281,6 +291,12 @@ int main(int argc, char** argv) {
   std::printf("    last search     analyze %.3f s, orthogonality %.3f s, solve %.3f s\n",
               timings["analyze"].get<double>(), timings["orthogonality"].get<double>(),
               timings["solve"].get<double>());
+  if (const nlohmann::json& search = last_report["search"]; search.contains("distortion_seconds")) {
+    std::printf("    objective       %s: the distortion took %.3f s of the orthogonality stage "
+                "(%.2fx a warm forward pass)\n",
+                args.objective.c_str(), search["distortion_seconds"].get<double>(),
+                search["distortion_seconds"].get<double>() / forward);
+  }
   std::printf("  peak RSS forward  %.0f MiB (+%.0f MiB over the %.0f MiB at start)\n",
               forward_memory.peak_mib, forward_memory.peak_mib - forward_memory.base_mib,
               forward_memory.base_mib);

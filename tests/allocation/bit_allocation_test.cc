@@ -1,6 +1,7 @@
-// Tests of the exact bit allocation against independent exact methods: exhaustive
-// enumeration on small problems, and a dynamic program over size on ResNet-18 and
-// MobileNetV2 shaped problems.
+// Tests of the exact bit allocation with linear values (coefficient * bits) against
+// independent exact methods: exhaustive enumeration on small problems, and a dynamic program
+// over size on ResNet-18 and MobileNetV2 shaped problems. choice_allocation_test.cc covers
+// per-candidate values and the size frontier; allocation_milp_check.py adds scipy's MILP.
 #include "workers/engine/bit_allocation.h"
 
 #include <gtest/gtest.h>
@@ -10,148 +11,16 @@
 #include <cmath>
 #include <cstdint>
 #include <iostream>
-#include <limits>
-#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "common/job_error.h"
+#include "tests/allocation/allocation_checks.h"
+#include "tests/allocation/allocation_problems.h"
 
-namespace ompq::engine {
+namespace ompq::engine::allocation_test {
 namespace {
-
-// {params, MACs per sample} of torchvision resnet18 / mobilenet_v2 at 224x224, in execution
-// order (computed from the architectures; the totals match torchvision's parameter counts).
-const std::vector<std::pair<int64_t, int64_t>> kResNet18 = {
-    {9408, 118013952},    {36864, 115605504},  {36864, 115605504},   {36864, 115605504},
-    {36864, 115605504},   {73728, 57802752},   {147456, 115605504},  {8192, 6422528},
-    {147456, 115605504},  {147456, 115605504}, {294912, 57802752},   {589824, 115605504},
-    {32768, 6422528},     {589824, 115605504}, {589824, 115605504},  {1179648, 57802752},
-    {2359296, 115605504}, {131072, 6422528},   {2359296, 115605504}, {2359296, 115605504},
-    {512000, 512000}};
-constexpr int64_t kResNet18OtherBytes = 4 * 10600;
-
-const std::vector<std::pair<int64_t, int64_t>> kMobileNetV2 = {
-    {864, 10838016},    {288, 3612672},     {512, 6422528},    {1536, 19267584},  {864, 2709504},
-    {2304, 7225344},    {3456, 10838016},   {1296, 4064256},   {3456, 10838016},  {3456, 10838016},
-    {1296, 1016064},    {4608, 3612672},    {6144, 4816896},   {1728, 1354752},   {6144, 4816896},
-    {6144, 4816896},    {1728, 1354752},    {6144, 4816896},   {6144, 4816896},   {1728, 338688},
-    {12288, 2408448},   {24576, 4816896},   {3456, 677376},    {24576, 4816896},  {24576, 4816896},
-    {3456, 677376},     {24576, 4816896},   {24576, 4816896},  {3456, 677376},    {24576, 4816896},
-    {24576, 4816896},   {3456, 677376},     {36864, 7225344},  {55296, 10838016}, {5184, 1016064},
-    {55296, 10838016},  {55296, 10838016},  {5184, 1016064},   {55296, 10838016}, {55296, 10838016},
-    {5184, 254016},     {92160, 4515840},   {153600, 7526400}, {8640, 423360},    {153600, 7526400},
-    {153600, 7526400},  {8640, 423360},     {153600, 7526400}, {153600, 7526400}, {8640, 423360},
-    {307200, 15052800}, {409600, 20070400}, {1280000, 1280000}};
-constexpr int64_t kMobileNetV2OtherBytes = 4 * 35112;
-
-// Deterministic uniform double in [0, 1) (std distributions differ between libraries).
-double Uniform(std::mt19937_64& rng) { return (rng() >> 11) * 0x1.0p-53; }
-int UniformInt(std::mt19937_64& rng, int lo, int hi) {
-  return lo + static_cast<int>(rng() % static_cast<uint64_t>(hi - lo + 1));
-}
-
-double Objective(const AllocationProblem& problem, const std::vector<int>& bits) {
-  double value = 0;
-  for (size_t i = 0; i < bits.size(); ++i) value += problem.layers[i].coefficient * bits[i];
-  return value;
-}
-
-bool Feasible(const AllocationProblem& problem, const std::vector<int>& bits) {
-  // Independent of AllocationSizeBytes: compare in bits against 8 * (budget - other).
-  int64_t weight_bits = 0, bops = 0;
-  for (size_t i = 0; i < bits.size(); ++i) {
-    const AllocationLayer& layer = problem.layers[i];
-    if (std::find(layer.candidates.begin(), layer.candidates.end(), bits[i]) ==
-        layer.candidates.end()) {
-      return false;
-    }
-    weight_bits += layer.params * bits[i];
-    bops += layer.macs * layer.act_bits * bits[i];
-  }
-  if (problem.size_budget_bytes &&
-      weight_bits > 8 * (*problem.size_budget_bytes - problem.other_bytes)) {
-    return false;
-  }
-  return !(problem.bops_budget && bops > *problem.bops_budget);
-}
-
-// Best objective by trying every combination; -inf when none is feasible.
-double Exhaustive(const AllocationProblem& problem) {
-  const size_t n = problem.layers.size();
-  std::vector<size_t> idx(n, 0);
-  std::vector<int> bits(n);
-  double best = -std::numeric_limits<double>::infinity();
-  while (true) {
-    for (size_t i = 0; i < n; ++i) bits[i] = problem.layers[i].candidates[idx[i]];
-    if (Feasible(problem, bits)) best = std::max(best, Objective(problem, bits));
-    size_t i = 0;
-    while (i < n && ++idx[i] == problem.layers[i].candidates.size()) idx[i++] = 0;
-    if (i == n) break;
-  }
-  return best;
-}
-
-// Best objective under the size budget alone by a dynamic program over size in units of
-// the gcd of the layers' params (independent of branch and bound).
-double SizeDp(const AllocationProblem& problem) {
-  int64_t unit = 0, min_bits = 0;
-  for (const AllocationLayer& layer : problem.layers) {
-    unit = std::gcd(unit, layer.params);
-    min_bits += layer.params * layer.candidates.front();
-  }
-  const int64_t cap = 8 * (*problem.size_budget_bytes - problem.other_bytes) - min_bits;
-  if (cap < 0) return -std::numeric_limits<double>::infinity();
-  const int64_t units = cap / unit;
-  // best[u]: best gain over the smallest candidates using at most u units.
-  std::vector<double> best(units + 1, 0.0), next(units + 1);
-  double base = 0;
-  for (const AllocationLayer& layer : problem.layers) {
-    const int lo = layer.candidates.front();
-    base += layer.coefficient * lo;
-    next = best;
-    for (int b : layer.candidates) {
-      const int64_t d = layer.params / unit * (b - lo);
-      const double gain = layer.coefficient * (b - lo);
-      for (int64_t u = d; u <= units; ++u) next[u] = std::max(next[u], best[u - d] + gain);
-    }
-    best.swap(next);
-  }
-  return base + best[units];
-}
-
-void ExpectSameOptimum(double expected, double got) {
-  EXPECT_NEAR(got, expected, 1e-9 * std::max(1.0, std::fabs(expected)));
-}
-
-// Checks a solution against the problem and an optimum found independently.
-void CheckSolution(const AllocationProblem& problem, const Allocation& a, double optimum) {
-  ASSERT_EQ(a.bits.size(), problem.layers.size());
-  EXPECT_TRUE(Feasible(problem, a.bits));
-  EXPECT_EQ(a.size_bytes, AllocationSizeBytes(problem, a.bits));
-  EXPECT_EQ(a.bops, AllocationBops(problem, a.bits));
-  if (problem.size_budget_bytes) {
-    EXPECT_LE(a.size_bytes, *problem.size_budget_bytes);
-  }
-  if (problem.bops_budget) {
-    EXPECT_LE(a.bops, *problem.bops_budget);
-  }
-  EXPECT_NEAR(a.objective, Objective(problem, a.bits), 1e-12 * std::fabs(a.objective));
-  ExpectSameOptimum(optimum, a.objective);
-  EXPECT_GE(a.lp_bound, a.objective);
-}
-
-AllocationLayer Layer(int64_t params, int64_t macs, std::vector<int> candidates, double c,
-                      int act_bits = 8) {
-  AllocationLayer layer;
-  layer.params = params;
-  layer.macs = macs;
-  layer.act_bits = act_bits;
-  layer.candidates = std::move(candidates);
-  layer.coefficient = c;
-  return layer;
-}
 
 TEST(BitAllocation, SizeFormulaRoundsUpToWholeBytes) {
   AllocationProblem p;
@@ -316,36 +185,6 @@ TEST(BitAllocation, MalformedProblemsAreRefused) {
   EXPECT_TRUE(SolveAllocation(p).ok());
 }
 
-// Coefficients as ALGORITHM.md defines them from random gammas: theta = exp(-beta *
-// (gamma - min gamma)), c_i = mean of theta_j over j >= i. beta < 0 means all equal.
-std::vector<double> Coefficients(size_t n, double beta, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<double> gamma(n), theta(n), c(n);
-  for (double& g : gamma) g = (0.2 + 0.4 * Uniform(rng)) * static_cast<double>(n);
-  const double g0 = *std::min_element(gamma.begin(), gamma.end());
-  for (size_t i = 0; i < n; ++i) theta[i] = beta < 0 ? 1.0 : std::exp(-beta * (gamma[i] - g0));
-  double tail = 0;
-  for (size_t i = n; i-- > 0;) {
-    tail += theta[i];
-    c[i] = tail / static_cast<double>(n - i);
-  }
-  return c;
-}
-
-AllocationProblem Realistic(const std::vector<std::pair<int64_t, int64_t>>& shapes,
-                            int64_t other_bytes, double beta, bool pin_first_last) {
-  AllocationProblem p;
-  p.other_bytes = other_bytes;
-  const std::vector<double> c = Coefficients(shapes.size(), beta, 7);
-  for (size_t i = 0; i < shapes.size(); ++i) {
-    const bool pinned = pin_first_last && (i == 0 || i + 1 == shapes.size());
-    p.layers.push_back(Layer(shapes[i].first, shapes[i].second,
-                             pinned ? std::vector<int>{8} : std::vector<int>{2, 3, 4, 5, 6, 7, 8},
-                             c[i]));
-  }
-  return p;
-}
-
 struct RealisticCase {
   const char* model;
   double beta;
@@ -469,4 +308,4 @@ TEST(BitAllocation, DeterministicAcrossRuns) {
 }
 
 }  // namespace
-}  // namespace ompq::engine
+}  // namespace ompq::engine::allocation_test

@@ -112,6 +112,29 @@ TEST(ReportHtml, SelfContainedWithChartsAndEscapedNames) {
   EXPECT_NE(html.find("8.9\u00d7"), std::string::npos);  // 14019488 / 1571990.
 }
 
+TEST(ReportHtml, PlotsTheFrontierWithMeasuredTopOne) {
+  json report = SampleReport(false);
+  EXPECT_EQ(RenderReportHtml(report).find("Size against quality"), std::string::npos);
+  const int n = static_cast<int>(report["layers"].size());
+  json frontier = json::array();
+  for (int k = 0; k < 5; ++k) {
+    json point = {{"size_bytes", 1000000 + 200000 * k},
+                  {"bops", 1000 * (k + 1)},
+                  {"objective", 0.5 / (k + 1)},
+                  {"distortion", 0.4 / std::pow(4.0, k)},
+                  {"bits", std::vector<int>(n, 2 + k)}};
+    if (k % 2 == 0) point["top1"] = 0.80 + 0.02 * k;
+    frontier.push_back(point);
+  }
+  report["frontier"] = frontier;
+  const std::string html = RenderReportHtml(report);
+  EXPECT_NE(html.find("Size against quality"), std::string::npos);
+  EXPECT_NE(html.find("predicted distortion (log, better up)"), std::string::npos);
+  EXPECT_NE(html.find("top-1 88.00%"), std::string::npos);  // The measured point k = 4.
+  EXPECT_EQ(html.find("top-1 82.00%"), std::string::npos);  // k = 1 was not measured.
+  EXPECT_NE(html.find("this job"), std::string::npos);
+}
+
 TEST(ReportHtml, ShowsHowTheWeightsWereFinetuned) {
   json ptq = SampleReport(true);
   ptq["quantization"] = {

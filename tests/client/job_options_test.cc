@@ -155,6 +155,11 @@ TEST(BuildJobPlan, RefusesBadInputNamingTheFlag) {
                                             "number from 2"},
       {[](JobFlags& f) { f.beta = "-1"; }, "--beta"},
       {[](JobFlags& f) { f.finetune = "best"; }, "--finetune"},
+      {[](JobFlags& f) { f.frontier_evals = 4; }, "--frontier-evals measures top-1 on the eval "
+                                                  "data: pass --eval FILE"},
+      {[](JobFlags& f) { f.frontier_evals = 99; }, "--frontier-evals must be in 0..24"},
+      {[](JobFlags& f) { f.objective = "accuracy"; }, "--objective 'accuracy': use orthogonality or "
+                                                      "distortion"},
       {[](JobFlags& f) { f.search_samples = 1; }, "--search-samples"},
       {[](JobFlags& f) { f.iters = -5; }, "--iters"},
       {[](JobFlags& f) { f.timeout = "soon"; }, "--timeout"},

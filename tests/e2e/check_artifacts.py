@@ -98,8 +98,28 @@ def main():
           f"result.size_bytes {result.get('size_bytes')} not within budget {budget}")
     check(is_int(result.get("bops")) and result["bops"] > 0, "result.bops")
     objective, lp_bound = result.get("objective"), result.get("lp_bound")
-    check(isinstance(objective, (int, float)) and isinstance(lp_bound, (int, float)) and
-          objective <= lp_bound * (1 + 1e-9) + 1e-12, f"objective {objective} > LP {lp_bound}")
+    kind = report.get("search", {}).get("objective")
+    check(kind in ("orthogonality", "distortion"), f"search.objective {kind!r}")
+    numbers = isinstance(objective, (int, float)) and isinstance(lp_bound, (int, float))
+    if kind == "distortion":
+        # Minimised: the relaxation bounds it from below, and it is the sum of the layers'
+        # weighted distortions at their bits.
+        check(numbers and lp_bound <= objective * (1 + 1e-9) + 1e-12,
+              f"objective {objective} < LP {lp_bound}")
+        try:
+            total = sum(l["importance"] * l["distortion"][str(l["bits"])] for l in layers)
+            check(abs(total - objective) <= 1e-9 * (1 + abs(total)),
+                  f"objective {objective} != sum theta D(bits) {total}")
+        except (KeyError, TypeError) as e:
+            check(False, f"layers lack their distortion tables: {e}")
+    else:
+        check(numbers and objective <= lp_bound * (1 + 1e-9) + 1e-12,
+              f"objective {objective} > LP {lp_bound}")
+    frontier = report.get("frontier")
+    check(isinstance(frontier, list) and len(frontier) >= 20, "frontier: fewer than 20 points")
+    for point in frontier or []:
+        check(point["size_bytes"] <= point["size_budget_bytes"] and
+              len(point["bits"]) == len(layers), f"frontier point {point}")
     if layers and is_int(model.get("fp32_size_bytes")):
         weight_params = sum(l["params"] for l in layers)
         other_bytes = model["fp32_size_bytes"] - 4 * weight_params

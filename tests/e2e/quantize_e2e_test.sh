@@ -43,6 +43,45 @@ grep -q "^\[RUNNING\]" "$WORK/quantize.err" || fail "quantize: no progress lines
 if grep -q $'\r' "$WORK/quantize.err"; then fail "quantize: carriage returns off a TTY"; fi
 pass "quantize: exit 0, artifacts and summary"
 
+# The size-quality frontier: 24 budgets, 8 of them measured with --eval by default;
+# ompqctl frontier prints it with the job's own allocation among the points.
+[[ $(json_get "$WORK/out/report.json" 'len(d["frontier"])') -ge 20 ]] ||
+  fail "frontier: fewer than 20 points"
+[[ $(json_get "$WORK/out/report.json" 'sum("top1" in p for p in d["frontier"])') == 8 ]] ||
+  fail "frontier: not 8 measured points"
+[[ $(json_get "$WORK/out/report.json" \
+   'all(0 <= p["top1"] <= 1 for p in d["frontier"] if "top1" in p)') == True ]] ||
+  fail "frontier: a top-1 outside [0, 1]"
+run_ctl 0 list_first list --output json
+FIRST=$(json_get "$WORK/list_first.out" 'd["jobs"][0]["name"]')
+run_ctl 0 frontier frontier "$FIRST"
+grep -q "<- this job" "$WORK/frontier.out" || fail "frontier: the job is not marked"
+[[ $(grep -c "%" "$WORK/frontier.out") -ge 8 ]] || fail "frontier: measured top-1 not printed"
+run_ctl 0 frontier_json frontier "$FIRST" --output json
+[[ $(json_get "$WORK/frontier_json.out" 'len(d["frontier"])') -ge 20 ]] ||
+  fail "frontier --output json: no points"
+grep -q "Size against quality" "$WORK/out/report.html" || fail "frontier: not in report.html"
+pass "frontier: 24 points, 8 measured, ompqctl frontier, report.html"
+
+# The distortion objective, and the refusals at submit.
+run_ctl 0 distortion quantize model.pt --calib calib.pt --size "$BUDGET" --objective distortion \
+  --finetune none --out "$WORK/distortion"
+[[ $(json_get "$WORK/distortion/report.json" 'd["search"]["objective"]') == distortion ]] ||
+  fail "distortion: search.objective"
+[[ $(json_get "$WORK/distortion/report.json" 'all("distortion" in l for l in d["layers"])') == \
+   True ]] || fail "distortion: layers lack their distortion tables"
+[[ $(json_get "$WORK/distortion/report.json" 'd["result"]["size_bytes"] <= '"$BUDGET") == True ]] ||
+  fail "distortion: over budget"
+run_ctl 2 bad_objective quantize model.pt --calib calib.pt --size "$BUDGET" --objective best \
+  --out "$WORK/bad"
+grep -q "use orthogonality or distortion" "$WORK/bad_objective.err" ||
+  fail "bad objective: the allowed values are not named"
+run_ctl 2 frontier_no_eval quantize model.pt --calib calib.pt --size "$BUDGET" \
+  --frontier-evals 3 --out "$WORK/bad"
+grep -q -- "--frontier-evals measures top-1 on the eval data" "$WORK/frontier_no_eval.err" ||
+  fail "frontier-evals without eval: no reason"
+pass "quantize --objective distortion; bad --objective and --frontier-evals refused (exit 2)"
+
 # QAT: trains on labelled data (the eval file, labelled by the float model) with the
 # step sizes learned; the same artifacts, the report says what training did.
 run_ctl 0 quantize_qat quantize model.pt --calib calib.pt --size "$BUDGET" --eval eval.pt \

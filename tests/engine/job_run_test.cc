@@ -11,6 +11,7 @@
 
 #include "common/job_error.h"
 #include "tests/engine/ptq_fixture.h"
+#include "workers/engine/frontier_eval.h"
 
 namespace ompq::engine {
 namespace {
@@ -66,6 +67,40 @@ TEST_F(JobRunTest, RunsTheStagesOnInputsLoadedOnce) {
     EXPECT_TRUE(torch::equal(p, loaded[i++])) << "parameter " << i - 1;
   }
   EXPECT_EQ(i, loaded.size());
+}
+
+TEST(FrontierEvalPoints, SpreadEvenlyWithBothEnds) {
+  EXPECT_EQ(FrontierEvalPoints(24, 8), (std::vector<size_t>{0, 3, 7, 10, 13, 16, 20, 23}));
+  EXPECT_EQ(FrontierEvalPoints(5, 8), (std::vector<size_t>{0, 1, 2, 3, 4}));
+  EXPECT_EQ(FrontierEvalPoints(24, 2), (std::vector<size_t>{0, 23}));
+  EXPECT_EQ(FrontierEvalPoints(24, 1), (std::vector<size_t>{23}));
+  EXPECT_TRUE(FrontierEvalPoints(24, 0).empty());
+  EXPECT_TRUE(FrontierEvalPoints(0, 8).empty());
+}
+
+// A frontier point is measured the way the job measures its own allocation: at the job's
+// own bits, the point's top-1 is the job's top-1 with nearest rounding.
+TEST_F(JobRunTest, FrontierTopOneAtTheJobsBitsIsTheJobsOwn) {
+  QuantizeOptions options = Quantize(FinetuneMode::kNone);
+  options.frontier_evals = 2;
+  absl::StatusOr<std::unique_ptr<JobRun>> run = JobRun::Load(Search(), options, nullptr);
+  ASSERT_TRUE(run.ok()) << run.status();
+  ASSERT_TRUE((*run)->Search(nullptr).ok());
+  nlohmann::json& report = (*run)->report();
+  ASSERT_GE(report["frontier"].size(), 20u);
+  // The last point (every free layer at 8 bits) is replaced by the job's own allocation.
+  std::vector<int> bits;
+  for (const nlohmann::json& layer : report["layers"]) bits.push_back(layer["bits"]);
+  report["frontier"].back()["bits"] = bits;
+  ASSERT_TRUE((*run)->Quantize(nullptr).ok());
+  const nlohmann::json& frontier = report["frontier"];
+  ASSERT_TRUE(frontier.front().contains("top1"));
+  ASSERT_TRUE(frontier.back().contains("top1"));
+  EXPECT_EQ(frontier[1].contains("top1"), false);
+  EXPECT_EQ(frontier.back()["top1"].get<double>(),
+            report["accuracy"]["quantized"].get<double>());
+  // The smallest point has fewer bits everywhere: it is not better than the job's.
+  EXPECT_LE(frontier.front()["top1"].get<double>(), report["accuracy"]["fp32"].get<double>());
 }
 
 TEST_F(JobRunTest, BadEvalDataFailsAtLoad) {

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <limits>
 
 #include "common/digest.h"
 #include "common/job_error.h"
@@ -32,23 +34,21 @@ nlohmann::json Search(const SearchOptions& options) {
   return result.ok() ? result->report : nlohmann::json();
 }
 
-// The best objective over all allocations within the size budget, by enumeration.
-double ExhaustiveOptimum(const nlohmann::json& report, const std::vector<int>& candidates,
-                         int64_t size_budget) {
+// Every allocation of the report's layers (pinned ones at their bits, free ones over
+// `candidates`) within the size budget, by enumeration; `visit(bits)` sees each one.
+void EnumerateWithin(const nlohmann::json& report, const std::vector<int>& candidates,
+                     int64_t size_budget, const std::function<void(const std::vector<int>&)>& visit) {
   const nlohmann::json& layers = report["layers"];
   const int64_t other_bytes = report["model"]["other_bytes"];
-  std::vector<int> choice(layers.size(), 0);
-  double best = -1;
+  std::vector<int> choice(layers.size(), 0), bits(layers.size());
   while (true) {
     int64_t bits_total = 0;
-    double objective = 0;
     for (size_t i = 0; i < layers.size(); ++i) {
-      const int bits =
+      bits[i] =
           layers[i]["pinned"].get<bool>() ? layers[i]["bits"].get<int>() : candidates[choice[i]];
-      bits_total += layers[i]["params"].get<int64_t>() * bits;
-      objective += layers[i]["coefficient"].get<double>() * bits;
+      bits_total += layers[i]["params"].get<int64_t>() * bits[i];
     }
-    if ((bits_total + 7) / 8 + other_bytes <= size_budget) best = std::max(best, objective);
+    if ((bits_total + 7) / 8 + other_bytes <= size_budget) visit(bits);
     size_t i = 0;
     for (; i < layers.size(); ++i) {
       if (layers[i]["pinned"].get<bool>()) continue;
@@ -57,6 +57,36 @@ double ExhaustiveOptimum(const nlohmann::json& report, const std::vector<int>& c
     }
     if (i == layers.size()) break;
   }
+}
+
+// The largest sum c_i b_i within the budget (the orthogonality objective).
+double ExhaustiveOptimum(const nlohmann::json& report, const std::vector<int>& candidates,
+                         int64_t size_budget) {
+  double best = -1;
+  EnumerateWithin(report, candidates, size_budget, [&](const std::vector<int>& bits) {
+    double objective = 0;
+    for (size_t i = 0; i < bits.size(); ++i) {
+      objective += report["layers"][i]["coefficient"].get<double>() * bits[i];
+    }
+    best = std::max(best, objective);
+  });
+  return best;
+}
+
+// The smallest sum theta_i D_i(b_i) within the budget, from the report's own tables
+// (layers[].distortion and importance): the distortion objective.
+double ExhaustiveDistortion(const nlohmann::json& report, const std::vector<int>& candidates,
+                            int64_t size_budget) {
+  double best = std::numeric_limits<double>::infinity();
+  EnumerateWithin(report, candidates, size_budget, [&](const std::vector<int>& bits) {
+    double objective = 0;
+    for (size_t i = 0; i < bits.size(); ++i) {
+      const nlohmann::json& layer = report["layers"][i];
+      objective += layer["importance"].get<double>() *
+                   layer["distortion"][std::to_string(bits[i])].get<double>();
+    }
+    best = std::min(best, objective);
+  });
   return best;
 }
 
@@ -76,7 +106,9 @@ TEST(SearchTest, ReportFollowsTheContract) {
   EXPECT_EQ(report["model"]["fp32_size_bytes"], 4 * expected["total_parameters"].get<int64_t>());
   EXPECT_EQ(report["model"]["other_bytes"], expected["other_bytes"]);
 
-  EXPECT_EQ(report["search"]["beta"], 1.0);
+  // The defaults: the distortion objective at beta 0.
+  EXPECT_EQ(report["search"]["objective"], "distortion");
+  EXPECT_EQ(report["search"]["beta"], 0.0);
   EXPECT_EQ(report["search"]["samples"], 16);
   EXPECT_EQ(report["search"]["weight_bits"], (std::vector<int>{2, 3, 4, 5, 6, 7, 8}));
   EXPECT_EQ(report["search"]["act_bits"], 8);
@@ -128,15 +160,17 @@ TEST(SearchTest, ReportFollowsTheContract) {
   for (const nlohmann::json& layer : layers) {
     bits_total += layer["params"].get<int64_t>() * layer["bits"].get<int>();
     bops += layer["macs"].get<int64_t>() * layer["bits"].get<int>() * 8;
-    objective += layer["coefficient"].get<double>() * layer["bits"].get<int>();
+    objective += layer["importance"].get<double>() *
+                 layer["distortion"][std::to_string(layer["bits"].get<int>())].get<double>();
   }
   const nlohmann::json& result = report["result"];
   EXPECT_EQ(result["size_bytes"],
             (bits_total + 7) / 8 + report["model"]["other_bytes"].get<int64_t>());
   EXPECT_LE(result["size_bytes"].get<int64_t>(), 7000);
   EXPECT_EQ(result["bops"], bops);
-  EXPECT_NEAR(result["objective"].get<double>(), objective, 1e-9);
-  EXPECT_GE(result["lp_bound"].get<double>(), result["objective"].get<double>() - 1e-9);
+  EXPECT_NEAR(result["objective"].get<double>(), objective, 1e-12);
+  // Minimised: the relaxation's bound is below the integer optimum.
+  EXPECT_LE(result["lp_bound"].get<double>(), result["objective"].get<double>() + 1e-12);
 
   for (const char* key :
        {"analyze", "orthogonality", "solve", "finetune", "evaluate", "export", "total"}) {
@@ -149,6 +183,7 @@ TEST(SearchTest, ReportFollowsTheContract) {
 TEST(SearchTest, IntegerObjectiveIsTheExhaustiveOptimum) {
   for (int64_t budget : {6600, 6800, 7000, 7400}) {
     SearchOptions options = GroupedOptions();
+    options.objective = Objective::kOrthogonality;
     options.size_budget_bytes = budget;
     options.beta = 5.0;  // Spreads the coefficients so the choice is not trivial.
     const nlohmann::json report = Search(options);
@@ -156,6 +191,75 @@ TEST(SearchTest, IntegerObjectiveIsTheExhaustiveOptimum) {
     const double best = ExhaustiveOptimum(report, options.weight_bits, budget);
     EXPECT_NEAR(report["result"]["objective"].get<double>(), best, 1e-9) << budget;
     EXPECT_LE(report["result"]["size_bytes"].get<int64_t>(), budget);
+  }
+}
+
+TEST(SearchTest, DistortionObjectiveIsTheExhaustiveOptimum) {
+  for (double beta : {0.0, 1.0}) {
+    for (int64_t budget : {6600, 7000, 7400}) {
+      SearchOptions options = GroupedOptions();
+      options.objective = Objective::kDistortion;
+      options.size_budget_bytes = budget;
+      options.beta = beta;
+      const nlohmann::json report = Search(options);
+      ASSERT_FALSE(report.is_null());
+      EXPECT_EQ(report["search"]["objective"], "distortion");
+      for (const nlohmann::json& layer : report["layers"]) {
+        ASSERT_TRUE(layer.contains("distortion")) << layer["name"];
+        if (beta == 0.0) {
+          EXPECT_EQ(layer["importance"].get<double>(), 1.0);
+        }
+        // Non-increasing in bits.
+        double previous = std::numeric_limits<double>::infinity();
+        for (int bits : options.weight_bits) {
+          if (!layer["distortion"].contains(std::to_string(bits))) continue;
+          const double d = layer["distortion"][std::to_string(bits)].get<double>();
+          EXPECT_LE(d, previous) << layer["name"] << " at " << bits;
+          previous = d;
+        }
+      }
+      const double best = ExhaustiveDistortion(report, options.weight_bits, budget);
+      EXPECT_NEAR(report["result"]["objective"].get<double>(), best, 1e-9 * (1 + best))
+          << budget;
+      EXPECT_LE(report["result"]["lp_bound"].get<double>(),
+                report["result"]["objective"].get<double>() + 1e-12);
+      EXPECT_LE(report["result"]["size_bytes"].get<int64_t>(), budget);
+    }
+  }
+}
+
+TEST(SearchTest, FrontierPointsAreOptimalAndMonotone) {
+  for (Objective objective : {Objective::kOrthogonality, Objective::kDistortion}) {
+    SearchOptions options = GroupedOptions();
+    options.objective = objective;
+    options.beta = 5.0;
+    const nlohmann::json report = Search(options);
+    ASSERT_FALSE(report.is_null());
+    const nlohmann::json& frontier = report["frontier"];
+    ASSERT_GE(frontier.size(), 20u);
+    // The smallest reachable size (free layers at 2 bits) to every layer at 8 bits.
+    EXPECT_EQ(frontier.front()["size_bytes"], 6560);
+    EXPECT_EQ(frontier.back()["size_bytes"], 7832);
+    const bool distortion = objective == Objective::kDistortion;
+    for (size_t k = 0; k < frontier.size(); ++k) {
+      const nlohmann::json& point = frontier[k];
+      const int64_t budget = point["size_budget_bytes"];
+      EXPECT_LE(point["size_bytes"].get<int64_t>(), budget);
+      ASSERT_EQ(point["bits"].size(), report["layers"].size());
+      const double best = distortion ? ExhaustiveDistortion(report, options.weight_bits, budget)
+                                     : ExhaustiveOptimum(report, options.weight_bits, budget);
+      EXPECT_NEAR(point["objective"].get<double>(), best, 1e-9 * (1 + std::fabs(best))) << k;
+      if (k > 0) {
+        const double previous = frontier[k - 1]["objective"].get<double>();
+        if (distortion) {
+          EXPECT_LE(point["objective"].get<double>(), previous + 1e-12) << k;
+          EXPECT_TRUE(point.contains("distortion"));
+        } else {
+          EXPECT_GE(point["objective"].get<double>(), previous - 1e-12) << k;
+        }
+        EXPECT_GT(budget, frontier[k - 1]["size_budget_bytes"].get<int64_t>());
+      }
+    }
   }
 }
 

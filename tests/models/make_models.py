@@ -68,6 +68,17 @@ def expected_layers(model, inputs):
     facts = {}           # name -> dict
     features = {}        # name -> float64 numpy [n, d] of the first call
     produced_by = {}     # id(output tensor) -> layer name, to spot BatchNorm consumers
+    energy = {}          # name -> h per input channel of the first call (float64 numpy)
+    batch_norm = {}      # name -> the BatchNorm consuming its output
+    modules = {name: module for name, module in model.named_modules()}
+
+    def input_hook(module, args):
+        name = names[module]
+        if name not in energy:
+            x = args[0].detach().double()
+            channel = x.dim() - 1 if isinstance(module, nn.Linear) else 1
+            dims = [d for d in range(x.dim()) if d != channel]
+            energy[name] = (x * x).mean(dim=dims).numpy()
 
     def layer_hook(module, args, output):
         name = names[module]
@@ -94,11 +105,13 @@ def expected_layers(model, inputs):
         if name is not None:  # This BatchNorm consumes a layer's output: take its output.
             features[name] = output.detach().reshape(n, -1).double().numpy().copy()
             facts[name]["after_batch_norm"] = True
+            batch_norm[name] = module
 
     handles = []
     for module in model.modules():
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
             handles.append(module.register_forward_hook(layer_hook))
+            handles.append(module.register_forward_pre_hook(input_hook))
         elif isinstance(module, nn.modules.batchnorm._BatchNorm):
             handles.append(module.register_forward_hook(bn_hook))
     with torch.no_grad():
@@ -123,7 +136,10 @@ def expected_layers(model, inputs):
 
     total = sum(p.numel() for p in model.parameters())
     quantized = sum(facts[name]["params"] for name in order)
+    distortion = {name: layer_distortion(modules[name], batch_norm.get(name), energy[name])
+                  for name in order}
     return {
+        "distortion": distortion,
         "samples": n,
         "layers": [facts[name] for name in order],
         "orm": orm.tolist(),
@@ -131,6 +147,49 @@ def expected_layers(model, inputs):
         "total_parameters": total,
         "other_bytes": 4 * (total - quantized),
     }
+
+
+# workers/engine/layer_distortion.h: D(b) = sum (Q_b(W) - W)^2 h / sum W^2 h, with W the
+# BatchNorm-folded weight, h the mean square of each input channel, Q_b the per-channel
+# weight quantizer on 10 clip ratios 1, 0.92, ... (quant_reference.search), made
+# non-increasing in b; measured on every stride-th output channel, at most 2^16 weights.
+DISTORTION_ELEMENTS = 1 << 16
+DISTORTION_BITS = list(range(2, 9))
+
+
+def layer_distortion(module, bn, energy):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "quant"))
+    import quant_reference
+    w = module.weight.detach().double().numpy()
+    if bn is not None:
+        factor = (bn.weight.detach().double() if bn.weight is not None else 1.0) / torch.sqrt(
+            bn.running_var.double() + bn.eps)
+        w = w * factor.numpy().reshape([-1] + [1] * (w.ndim - 1))
+    w = w.astype(np.float32).astype(np.float64)  # The engine quantizes the float32 weight.
+    out, per_group = w.shape[0], w.shape[1]
+    groups = energy.shape[0] // per_group
+    h = np.repeat(energy.reshape(groups, 1, per_group), out // groups, axis=1).reshape(
+        [out, per_group] + [1] * (w.ndim - 2))
+    h = np.broadcast_to(h, w.shape)
+    row = w[0].size
+    wanted = max(1, -(-DISTORTION_ELEMENTS // row))
+    stride = max(1, -(-out // wanted))
+    w, h = w[::stride], h[::stride]
+    out = w.shape[0]
+    total = float((w * w * h).sum())
+    data = w.reshape(out, -1)
+    lo0 = np.minimum(data.min(axis=1), 0.0)
+    hi0 = np.maximum(data.max(axis=1), 0.0)
+    table, best = {}, np.inf
+    for bits in DISTORTION_BITS:
+        scale, zero, _, _, _ = quant_reference.search(data, lo0, hi0, bits, False, 2.4,
+                                                      num_candidates=10, ratio_step=0.08)
+        q = quant_reference.codes(data, scale, zero, bits)
+        dq = ((q - zero[:, None]) * scale[:, None]).reshape(w.shape)
+        d = float(((dq - w) ** 2 * h).sum()) / total if total > 0 else 0.0
+        best = min(best, d)
+        table[str(bits)] = best
+    return table
 
 
 # ----------------------------------------------------------------------------------------

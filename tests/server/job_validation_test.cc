@@ -32,6 +32,9 @@ TEST(JobValidationTest, FillsDefaults) {
   EXPECT_EQ(spec.search_samples(), 32);
   EXPECT_EQ(spec.calib_samples(), 1024);
   EXPECT_EQ(spec.finetune(), v1::PTQ);
+  EXPECT_EQ(spec.objective(), kDefaultObjective);
+  ASSERT_TRUE(spec.has_frontier_evals());
+  EXPECT_EQ(spec.frontier_evals(), spec.eval_digest().empty() ? 0 : 8);
 }
 
 TEST(JobValidationTest, KeepsGivenValues) {
@@ -153,6 +156,15 @@ INSTANTIATE_TEST_SUITE_P(
         BadSpecCase{"UnknownFinetune",
                     [](v1::JobSpec& s) { s.set_finetune(static_cast<v1::FinetuneMode>(42)); },
                     kInvalid, "spec.finetune"},
+        BadSpecCase{"UnknownObjective",
+                    [](v1::JobSpec& s) { s.set_objective(static_cast<v1::Objective>(7)); },
+                    kInvalid, "use OBJECTIVE_ORTHOGONALITY or OBJECTIVE_DISTORTION"},
+        BadSpecCase{"FrontierEvalsWithoutEval",
+                    [](v1::JobSpec& s) { s.set_frontier_evals(3); }, kInvalid,
+                    "spec.frontier_evals: measuring the frontier's top-1 needs eval data"},
+        BadSpecCase{"FrontierEvalsNegative",
+                    [](v1::JobSpec& s) { s.set_frontier_evals(-1); }, kInvalid,
+                    "spec.frontier_evals must be in 0..24"},
         BadSpecCase{"QatWithoutTrainData", [](v1::JobSpec& s) { s.set_finetune(v1::QAT); },
                     kInvalid, "--finetune qat trains on labelled data: pass --train FILE"},
         BadSpecCase{"TrainDataWithoutQat",

@@ -8,6 +8,9 @@
 // coefficients, so a partial allocation that fits with the remaining layers at their
 // lowest bits stays completable. Feasibility is checked in integer arithmetic, so a
 // returned allocation never exceeds a budget by even one bit.
+//
+// Layers with per-candidate values go to the multiple-choice solver (choice_allocation.cc);
+// without any, this file's linear path runs unchanged.
 #include "workers/engine/bit_allocation.h"
 
 #include <algorithm>
@@ -181,15 +184,10 @@ class ExactSearch {
     stages_.assign(1, {root});
     for (int k = 0; k < n_; ++k) {
       std::vector<State> next = Expand(k);
-      const bool overflow = next.size() > kMaxExpanded;
+      const bool overflow = next.size() > internal::kMaxExpanded;
       if (!overflow) Filter(&next);
       states_ += static_cast<int64_t>(next.size());
-      if (overflow || states_ > kMaxStates) {
-        return absl::ResourceExhaustedError(absl::StrFormat(
-            "bit allocation: the exact search exceeded %d states without proving the "
-            "optimum; no allocation is returned rather than a possibly non-optimal one",
-            kMaxStates));
-      }
+      if (overflow || states_ > internal::kMaxStates) return internal::TooManyStates();
       stages_.push_back(std::move(next));
       if (stages_.back().empty()) break;  // Nothing can beat the incumbent.
     }
@@ -216,11 +214,6 @@ class ExactSearch {
   int64_t states() const { return states_; }
 
  private:
-  // States kept over all stages, and generated in one stage, before the search gives up
-  // (32 bytes each; realistic models need well under a million).
-  static constexpr int64_t kMaxStates = 4'000'000;
-  static constexpr size_t kMaxExpanded = 8'000'000;
-
   struct State {
     int64_t w[2] = {0, 0};  // Row use, with the layers not yet taken at their lowest bits.
     double v = 0;           // Objective, likewise.
@@ -272,7 +265,7 @@ class ExactSearch {
         t.cand = ci;
         if (Bound(k + 1, t) <= threshold_) continue;
         next.push_back(t);
-        if (next.size() > kMaxExpanded) return next;  // The caller reports the overflow.
+        if (next.size() > internal::kMaxExpanded) return next;  // The caller reports the overflow.
       }
     }
     return next;
@@ -403,6 +396,17 @@ absl::Status Validate(const AllocationProblem& problem) {
       return absl::InvalidArgumentError(
           absl::StrFormat("bit allocation: layer %d coefficient is not finite", i));
     }
+    if (!layer.values.empty() && layer.values.size() != layer.candidates.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("bit allocation: layer %d has %d values for %d candidates", i,
+                          layer.values.size(), layer.candidates.size()));
+    }
+    for (double v : layer.values) {
+      if (!std::isfinite(v)) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("bit allocation: layer %d has a value that is not finite", i));
+      }
+    }
     max_bits += static_cast<Int128>(layer.params) * 16;
     max_bops += static_cast<Int128>(layer.macs) * layer.act_bits * 16;
   }
@@ -413,6 +417,17 @@ absl::Status Validate(const AllocationProblem& problem) {
     return absl::InvalidArgumentError("bit allocation: params, MACs or budget too large");
   }
   return absl::OkStatus();
+}
+
+// Fills size and BOPs, and refuses (as a bug) a result over a budget.
+absl::StatusOr<Allocation> Checked(const AllocationProblem& problem, Allocation result) {
+  result.size_bytes = AllocationSizeBytes(problem, result.bits);
+  result.bops = AllocationBops(problem, result.bits);
+  if ((problem.size_budget_bytes && result.size_bytes > *problem.size_budget_bytes) ||
+      (problem.bops_budget && result.bops > *problem.bops_budget)) {
+    return absl::InternalError("bit allocation: result over budget (a bug)");
+  }
+  return result;
 }
 
 int64_t WeightBits(const AllocationProblem& problem, const std::vector<int>& bits) {
@@ -434,6 +449,13 @@ int64_t AllocationBops(const AllocationProblem& problem, const std::vector<int>&
     total += layer.macs * layer.act_bits * bits[i];
   }
   return total;
+}
+
+absl::Status internal::TooManyStates() {
+  return absl::ResourceExhaustedError(absl::StrFormat(
+      "bit allocation: the exact search exceeded %d states without proving the optimum; no "
+      "allocation is returned rather than a possibly non-optimal one",
+      internal::kMaxStates));
 }
 
 absl::StatusOr<Allocation> SolveAllocation(const AllocationProblem& problem) {
@@ -460,6 +482,12 @@ absl::StatusOr<Allocation> SolveAllocation(const AllocationProblem& problem) {
                             *problem.bops_budget / 1e9);
     }
     return JobFailure(absl::StatusCode::kFailedPrecondition, reason::kInfeasibleBudget, msg);
+  }
+  if (std::any_of(problem.layers.begin(), problem.layers.end(),
+                  [](const AllocationLayer& layer) { return !layer.values.empty(); })) {
+    absl::StatusOr<Allocation> result = internal::SolveChoiceAllocation(problem);
+    if (!result.ok()) return result.status();
+    return Checked(problem, *std::move(result));
   }
 
   // Capacities in the rows' own units: the size row in bits, so that
@@ -526,13 +554,47 @@ absl::StatusOr<Allocation> SolveAllocation(const AllocationProblem& problem) {
     // can leave it a hair under, which would read as a contradiction in the report.
     result.lp_bound = std::max(constant + lp, objective);
   }
-  result.size_bytes = AllocationSizeBytes(problem, result.bits);
-  result.bops = AllocationBops(problem, result.bits);
-  if ((problem.size_budget_bytes && result.size_bytes > *problem.size_budget_bytes) ||
-      (problem.bops_budget && result.bops > *problem.bops_budget)) {
-    return absl::InternalError("bit allocation: result over budget (a bug)");
+  return Checked(problem, std::move(result));
+}
+
+absl::StatusOr<std::vector<FrontierPoint>> SolveFrontier(const AllocationProblem& problem,
+                                                         int points) {
+  if (points < 2) return absl::InvalidArgumentError("bit allocation: a frontier needs >= 2 points");
+  AllocationProblem p = problem;
+  p.size_budget_bytes = 0;  // Replaced per point; set so that a BOPs-less problem validates.
+  if (absl::Status status = Validate(p); !status.ok()) return status;
+  std::vector<int> lo, hi;
+  for (const AllocationLayer& layer : p.layers) {
+    lo.push_back(layer.candidates.front());
+    hi.push_back(layer.candidates.back());
   }
-  return result;
+  const int64_t min_size = AllocationSizeBytes(p, lo), max_size = AllocationSizeBytes(p, hi);
+  // (Both rows grow with the bits, so all-lowest also has the least BOPs: in fact either
+  // every point meets the BOPs budget or none does.)
+  std::vector<FrontierPoint> frontier;
+  absl::Status infeasible;
+  for (int i = 0; i < points; ++i) {
+    const int64_t budget =
+        min_size +
+        static_cast<int64_t>(static_cast<Int128>(max_size - min_size) * i / (points - 1));
+    p.size_budget_bytes = budget;
+    absl::StatusOr<Allocation> a = SolveAllocation(p);
+    if (!a.ok()) {
+      if (ReasonOf(a.status()) != reason::kInfeasibleBudget) return a.status();
+      infeasible = a.status();
+      continue;
+    }
+    // A larger budget admits the previous optimum; should rounding inside the search leave
+    // this one a hair below it, keep the previous allocation so the frontier is monotone.
+    if (!frontier.empty() && a->objective < frontier.back().allocation.objective) {
+      const double lp_bound = std::max(a->lp_bound, frontier.back().allocation.objective);
+      *a = frontier.back().allocation;
+      a->lp_bound = lp_bound;
+    }
+    frontier.push_back({budget, *std::move(a)});
+  }
+  if (frontier.empty()) return infeasible;
+  return frontier;
 }
 
 }  // namespace ompq::engine

@@ -22,6 +22,8 @@
 #include "common/status_macros.h"
 #include "workers/engine/graph_layers.h"
 #include "workers/engine/instrumented_model.h"
+#include "workers/engine/layer_distortion.h"
+#include "workers/engine/quant_layers.h"
 #include "workers/engine/torchscript_model.h"
 
 namespace ompq::engine {
@@ -43,6 +45,7 @@ struct LayerSite {
   std::string kind;
   torch::Tensor weight;
   bool after_batch_norm = false;
+  torch::Tensor folded_weight;  // As the quantizer sees it; set when inputs are measured.
 };
 
 class GramCollector : public SiteHooks {
@@ -55,6 +58,20 @@ class GramCollector : public SiteHooks {
         tap_sites_(tap_sites),
         progress_(progress),
         layers_(sites.size()) {}
+
+  // The input hook (only in a model measuring input energy): h per input channel of the
+  // layer's first call.
+  at::Tensor OnInput(int64_t site_index, const at::Tensor& x) override {
+    if (site_index < 0 || site_index >= static_cast<int64_t>(layer_of_site_.size())) return x;
+    const int64_t layer_id = layer_of_site_[site_index];
+    absl::MutexLock lock(&mutex_);
+    if (layer_id < 0 || layer_id >= static_cast<int64_t>(layers_.size())) return x;
+    Measured& layer = layers_[layer_id];
+    if (!layer.input_energy.defined() && x.is_floating_point() && x.dim() >= 1) {
+      layer.input_energy = InputChannelEnergy(x, sites_[layer_id].kind == "linear");
+    }
+    return x;
+  }
 
   // Runs inside the forward pass. Throwing aborts the pass; the reason is kept in
   // status_ / cancelled_ for Collect() to report.
@@ -129,6 +146,10 @@ class GramCollector : public SiteHooks {
       info.after_batch_norm = site.after_batch_norm;
       info.output_shape = layer.output_shape;
       features.layers.push_back(std::move(info));
+      if (site.folded_weight.defined()) {
+        features.weights.push_back(site.folded_weight);
+        features.input_energy.push_back(layer.input_energy);
+      }
       layer.gram = torch::Tensor();
     }
     return features;
@@ -140,6 +161,7 @@ class GramCollector : public SiteHooks {
     int64_t macs = 0;
     std::vector<int64_t> output_shape;
     torch::Tensor gram;
+    torch::Tensor input_energy;
   };
 
   const std::vector<LayerSite>& sites_;
@@ -237,6 +259,22 @@ void CompareOutputs(const c10::IValue& sample, const c10::IValue& full, int64_t 
   // Scalars, strings, None: they may depend on the batch; nothing to compare.
 }
 
+// The weight the quantizer will quantize: with the BatchNorm that consumes the output
+// folded in (quant_layers.h), else the weight itself; float on the CPU.
+torch::Tensor FoldedWeight(const LayerSiteNode& site, const torch::Tensor& weight,
+                           const torch::jit::Module& module, const Value* self) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor w = weight.detach().to(torch::kCPU, torch::kFloat);
+  torch::Tensor bias;
+  if (site.bias_path) {
+    if (std::optional<torch::Tensor> b = ResolveTensor(module, *site.bias_path, false)) bias = *b;
+  }
+  std::optional<BatchNormParams> bn = InferenceBatchNorm(site, module, self, bias.defined());
+  if (!bn) return w;
+  absl::StatusOr<FoldedLayer> folded = FoldBatchNorm(w, bias, *bn);
+  return folded.ok() ? folded->weight.to(torch::kFloat) : w;
+}
+
 }  // namespace
 
 
@@ -259,10 +297,12 @@ std::shared_ptr<torch::jit::Graph> TappedModel::graph() const {
 }
 
 absl::StatusOr<TappedModel> TappedModel::Create(const torch::jit::Module& module,
-                                                const torch::Device& device) {
+                                                const torch::Device& device,
+                                                bool measure_inputs) {
   auto state = std::make_unique<State>();
   HookPoints points;
   points.output = true;
+  points.input = measure_inputs;
   ASSIGN_OR_RETURN(state->model, InstrumentedModel::Create(LoadedModel{module, device}, points));
   RETURN_IF_ERROR(CallTorch(
       absl::StatusCode::kInternal, reason::kInternal, "cannot resolve the layers", [&] {
@@ -271,10 +311,12 @@ absl::StatusOr<TappedModel> TappedModel::Create(const torch::jit::Module& module
           auto [it, inserted] =
               layer_ids.emplace(site.name, static_cast<int64_t>(state->sites.size()));
           if (inserted) {
-            state->sites.push_back(
-                {site.name, site.kind,
-                 *ResolveTensor(module, site.weight_path, /*parameter_only=*/true),
-                 site.batch_norm != nullptr});
+            LayerSite layer{site.name, site.kind,
+                            *ResolveTensor(module, site.weight_path, /*parameter_only=*/true),
+                            site.batch_norm != nullptr, torch::Tensor()};
+            if (measure_inputs) layer.folded_weight = FoldedWeight(site, layer.weight, module,
+                                                                   state->model->self());
+            state->sites.push_back(std::move(layer));
           }
           state->layer_of_site.push_back(it->second);
         }

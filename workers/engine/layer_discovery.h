@@ -43,6 +43,10 @@ struct LayerFeatures {
   std::vector<std::vector<double>> grams;  // Centred Gram per layer: N*N, row-major.
   int64_t samples = 0;                     // N.
   c10::IValue output;                      // The model's output on the batch.
+  // With measured inputs only, per layer: the weight as the quantizer sees it (BatchNorm
+  // folded, float, CPU) and h per input channel (layer_distortion.h).
+  std::vector<torch::Tensor> weights;
+  std::vector<torch::Tensor> input_energy;
 };
 
 /// Called after each layer's first call with the number of layers measured so far and
@@ -52,9 +56,12 @@ using TapProgressFn = std::function<bool(int measured, int sites)>;
 /// The model with its forward graph rewritten to carry taps. Move-only.
 class TappedModel {
  public:
-  /// Rewrites `module`'s forward. NO_QUANTIZABLE_LAYERS when the graph has no layer.
+  /// Rewrites `module`'s forward. NO_QUANTIZABLE_LAYERS when the graph has no layer. With
+  /// `measure_inputs`, every layer's input is hooked too and Collect() also gives the
+  /// weights and input energies the distortion objective needs.
   static absl::StatusOr<TappedModel> Create(const torch::jit::Module& module,
-                                            const torch::Device& device = torch::kCPU);
+                                            const torch::Device& device = torch::kCPU,
+                                            bool measure_inputs = false);
 
   TappedModel(TappedModel&&) noexcept;
   TappedModel& operator=(TappedModel&&) noexcept;

@@ -15,6 +15,9 @@ namespace ompq::engine {
 /// Importance temperature used when a job gives none: the best of 0.5, 1, 2 and 5 in the
 /// accuracy study with PTQ (docs/results.md, "beta with PTQ").
 inline constexpr double kDefaultBeta = 1.0;
+/// The same for the distortion objective: 0, every layer weighed alike, which beat beta 1
+/// at every size and activation width of the accuracy study (docs/results.md).
+inline constexpr double kDefaultDistortionBeta = 0.0;
 
 /// Everything the program needs from the proxy, per layer in execution order.
 struct Orthogonality {

@@ -106,6 +106,36 @@ std::optional<c10::IValue> StaticValue(Value* value, const torch::jit::Module& m
   return std::nullopt;
 }
 
+std::optional<BatchNormParams> InferenceBatchNorm(const LayerSiteNode& site,
+                                                  const torch::jit::Module& module,
+                                                  const Value* self, bool layer_has_bias) {
+  // aten::batch_norm(input, weight, bias, running_mean, running_var, training, momentum,
+  // eps, cudnn_enabled)
+  Node* bn = site.batch_norm;
+  if (bn == nullptr || bn->inputs().size() < 8) return std::nullopt;
+  auto tensor_at = [&](int i) -> torch::Tensor {
+    auto path = AttributePath(bn->input(i), self);
+    if (!path) return torch::Tensor();
+    auto t = ResolveTensor(module, *path, false);
+    return t ? *t : torch::Tensor();
+  };
+  std::optional<c10::IValue> training = StaticValue(bn->input(5), module, self);
+  std::optional<c10::IValue> eps = StaticValue(bn->input(7), module, self);
+  BatchNormParams params;
+  params.weight = tensor_at(1);
+  params.bias = tensor_at(2);
+  params.running_mean = tensor_at(3);
+  params.running_var = tensor_at(4);
+  const bool inference = !training.has_value() || (training->isBool() && !training->toBool());
+  // Folding needs somewhere to put the folded bias: the BatchNorm's shift or the layer's.
+  if (!params.running_mean.defined() || !params.running_var.defined() || !eps ||
+      !eps->isDouble() || !inference || (!params.bias.defined() && !layer_has_bias)) {
+    return std::nullopt;
+  }
+  params.eps = eps->toDouble();
+  return params;
+}
+
 absl::StatusOr<std::vector<QuantLayer>> PlanLayers(
     ProbedModel& work, const std::unordered_map<std::string, int>& bits) {
   std::vector<QuantLayer> layers;
@@ -141,37 +171,20 @@ absl::StatusOr<std::vector<QuantLayer>> PlanLayers(
           layer.fp_weight = layer.weight.detach().to(torch::kFloat).clone();
           layer.fp_bias = layer.bias.defined() ? layer.bias.detach().to(torch::kFloat).clone()
                                                : torch::Tensor();
-          // aten::batch_norm(input, weight, bias, running_mean, running_var, training,
-          // momentum, eps, cudnn_enabled)
-          if (Node* bn = site.batch_norm; bn != nullptr && bn->inputs().size() >= 8) {
-            auto tensor_at = [&](int i) -> torch::Tensor {
-              auto path = AttributePath(bn->input(i), self);
-              if (!path) return torch::Tensor();
-              auto t = ResolveTensor(module, *path, false);
-              return t ? *t : torch::Tensor();
-            };
-            std::optional<c10::IValue> training = StaticValue(bn->input(5), module, self);
-            std::optional<c10::IValue> eps = StaticValue(bn->input(7), module, self);
-            layer.bn_weight = tensor_at(1);
-            layer.bn_bias = tensor_at(2);
-            layer.bn_mean = tensor_at(3);
-            layer.bn_var = tensor_at(4);
-            const bool inference = !training.has_value() ||
-                                   (training->isBool() && !training->toBool());
-            if (layer.bn_mean.defined() && layer.bn_var.defined() && eps && eps->isDouble() &&
-                inference && (layer.bn_bias.defined() || layer.bias.defined())) {
-              layer.bn_eps = eps->toDouble();
-              BatchNormParams params{layer.bn_mean, layer.bn_var, layer.bn_weight, layer.bn_bias,
-                                     layer.bn_eps};
-              absl::StatusOr<FoldedLayer> folded =
-                  FoldBatchNorm(layer.fp_weight, layer.fp_bias, params);
-              if (folded.ok()) {
-                layer.fp_weight = folded->weight.to(torch::kFloat);
-                layer.fp_bias = folded->bias.to(torch::kFloat);
-                layer.folded = true;
-              } else {
-                failure = folded.status();
-              }
+          if (std::optional<BatchNormParams> bn =
+                  InferenceBatchNorm(site, module, self, layer.bias.defined())) {
+            layer.bn_weight = bn->weight;
+            layer.bn_bias = bn->bias;
+            layer.bn_mean = bn->running_mean;
+            layer.bn_var = bn->running_var;
+            layer.bn_eps = bn->eps;
+            absl::StatusOr<FoldedLayer> folded = FoldBatchNorm(layer.fp_weight, layer.fp_bias, *bn);
+            if (folded.ok()) {
+              layer.fp_weight = folded->weight.to(torch::kFloat);
+              layer.fp_bias = folded->bias.to(torch::kFloat);
+              layer.folded = true;
+            } else {
+              failure = folded.status();
             }
           }
           layers.push_back(std::move(layer));
@@ -202,6 +215,33 @@ void InstallWeight(QuantLayer& layer, const torch::Tensor& quantized) {
   layer.bn_mean.zero_();
   layer.bn_var.fill_(1.0 - layer.bn_eps);
 }
+absl::StatusOr<int64_t> CalibrateActivations(ProbedModel& work,
+                                             const std::vector<QuantLayer>& layers,
+                                             const torch::Tensor& calib, int act_bits,
+                                             int64_t max_capture_bytes,
+                                             const std::function<bool(int, int)>& progress) {
+  // The pass holds the whole batch.
+  ASSIGN_OR_RETURN(const int64_t largest_input, work.LargestSiteInputPerSample(calib));
+  const int64_t pass_samples = std::min<int64_t>(
+      calib.size(0),
+      std::max<int64_t>(2, (max_capture_bytes / 2) / std::max<int64_t>(1, largest_input)));
+  CalibrationPlan plan;
+  plan.sites.assign(work.sites().size(), false);
+  plan.names.resize(work.sites().size());
+  int planned_sites = 0;
+  for (const QuantLayer& layer : layers) {
+    for (int site : layer.sites) {
+      plan.sites[site] = true;
+      plan.names[site] = layer.name;
+      ++planned_sites;
+    }
+  }
+  plan.options.bits = act_bits;
+  plan.progress = [&](int fitted) { return !progress || progress(fitted, planned_sites); };
+  RETURN_IF_ERROR(work.Calibrate(calib.narrow(0, 0, pass_samples), std::move(plan)));
+  return pass_samples;
+}
+
 absl::Status FitWeights(std::vector<QuantLayer>& layers) {
   // Largest first, each layer on one thread: the cores stay busy to the end, and a
   // layer's search runs the same ops as alone (its result does not depend on the split).

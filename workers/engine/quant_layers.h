@@ -7,6 +7,7 @@
 #include <torch/script.h>
 
 #include <cmath>
+#include <functional>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -48,6 +49,14 @@ struct QuantLayer {
 std::optional<c10::IValue> StaticValue(torch::jit::Value* value, const torch::jit::Module& module,
                                        const torch::jit::Value* self);
 
+/// The inference-mode BatchNorm that alone consumes the site's output, with static eps,
+/// running statistics and a shift to fold into (its own, or the layer's bias when
+/// `layer_has_bias`); nullopt when there is none or it cannot be folded.
+std::optional<BatchNormParams> InferenceBatchNorm(const LayerSiteNode& site,
+                                                  const torch::jit::Module& module,
+                                                  const torch::jit::Value* self,
+                                                  bool layer_has_bias);
+
 /// The layers of `work` that the search allocated `bits` to (by name), in execution
 /// order. NO_QUANTIZABLE_LAYERS when none is found in the graph.
 absl::StatusOr<std::vector<QuantLayer>> PlanLayers(
@@ -60,6 +69,16 @@ void InstallWeight(QuantLayer& layer, const torch::Tensor& quantized);
 /// quantizer.h) and installs nearest rounding; the layers are shared out over all cores,
 /// largest first. Each layer's result is the same as fitting it alone.
 absl::Status FitWeights(std::vector<QuantLayer>& layers);
+
+/// Fits the activation quantizer at every input of `layers` (act_bits) in one forward pass
+/// of `work` over the first calibration inputs: fewer than all where the largest layer
+/// input would take more than half of `max_capture_bytes`. `progress(fitted, sites)`
+/// returning false cancels. Returns the samples the pass used.
+absl::StatusOr<int64_t> CalibrateActivations(ProbedModel& work,
+                                             const std::vector<QuantLayer>& layers,
+                                             const torch::Tensor& calib, int act_bits,
+                                             int64_t max_capture_bytes,
+                                             const std::function<bool(int, int)>& progress);
 
 }  // namespace ompq::engine
 

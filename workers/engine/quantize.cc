@@ -16,6 +16,7 @@
 #include "common/job_error.h"
 #include "common/status_macros.h"
 #include "workers/engine/encodings.h"
+#include "workers/engine/frontier_eval.h"
 #include "workers/engine/graph_layers.h"
 #include "workers/engine/job_inputs.h"
 #include "workers/engine/labelled_data.h"
@@ -168,32 +169,16 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
   RETURN_IF_ERROR(step(Stage::kCalibrating, 0.02,
                        absl::StrCat("fitting the weight ranges of ", n_layers, " layers")));
   RETURN_IF_ERROR(FitWeights(layers));
-  // The pass holds the whole batch: fewer samples where the largest layer input would
-  // take more than half the capture bound.
-  ASSIGN_OR_RETURN(const int64_t largest_input, work->LargestSiteInputPerSample(calib));
-  const int64_t pass_samples = std::min<int64_t>(
-      calib.size(0), std::max<int64_t>(2, (options.max_capture_bytes / 2) /
-                                              std::max<int64_t>(1, largest_input)));
-  CalibrationPlan plan;
-  plan.sites.assign(work->sites().size(), false);
-  plan.names.resize(work->sites().size());
-  int planned_sites = 0;
-  for (const QuantLayer& layer : layers) {
-    for (int site : layer.sites) {
-      plan.sites[site] = true;
-      plan.names[site] = layer.name;
-      ++planned_sites;
-    }
-  }
-  plan.options.bits = options.act_bits;
-  plan.progress = [&](int fitted) {
-    return step(Stage::kCalibrating, 0.1 + 0.9 * fitted / std::max(1, planned_sites),
-                absl::StrCat("calibrated ", fitted, " of ", planned_sites, " layer inputs"))
-        .ok();
-  };
-  RETURN_IF_ERROR(step(Stage::kCalibrating, 0.1,
-                       absl::StrCat("one pass over ", pass_samples, " calibration inputs")));
-  RETURN_IF_ERROR(work->Calibrate(calib.narrow(0, 0, pass_samples), std::move(plan)));
+  RETURN_IF_ERROR(step(Stage::kCalibrating, 0.1, "one pass over the calibration inputs"));
+  ASSIGN_OR_RETURN(const int64_t pass_samples,
+                   CalibrateActivations(*work, layers, calib, options.act_bits,
+                                        options.max_capture_bytes, [&](int fitted, int sites) {
+                                          return step(Stage::kCalibrating,
+                                                      0.1 + 0.9 * fitted / std::max(1, sites),
+                                                      absl::StrCat("calibrated ", fitted, " of ",
+                                                                   sites, " layer inputs"))
+                                              .ok();
+                                        }));
   const double calibrate_seconds = SecondsSince(start);
   // The calibrated activation quantizers, for the accuracy before finetuning (QAT learns
   // new step sizes).
@@ -266,8 +251,15 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
       accuracy["quantized_before_finetune"] = before;
       accuracy["quantized"] = after;
     }
-    evaluate_seconds = SecondsSince(eval_start);
     report["accuracy"] = accuracy;
+    RETURN_IF_ERROR(EvaluateFrontier(
+        inputs, calib, options.act_bits, options.max_capture_bytes, options.frontier_evals,
+        report, [&](int done, int total) {
+          return step(Stage::kEvaluating, 0.8 + 0.2 * done / std::max(1, total),
+                      absl::StrCat("top-1 at frontier point ", done + 1, " of ", total))
+              .ok();
+        }));
+    evaluate_seconds = SecondsSince(eval_start);
   }
 
   // --- EXPORTING: the working model with fake quantization in its own forward graph.

@@ -63,6 +63,7 @@ struct QuantizeOptions {
   int64_t qat_batch_size = kQatBatchSize;   // QAT samples per step.
   int64_t seed = 0;
   std::string device = "cpu";
+  int frontier_evals = 0;  // Frontier points whose top-1 is measured (with eval data).
   // Bound on the inputs and targets held for one layer's reconstruction; fewer samples
   // are used for a layer whose inputs are larger.
   int64_t max_capture_bytes = int64_t{768} << 20;

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <vector>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -69,6 +70,11 @@ std::pair<torch::Tensor, torch::Tensor> Grid(const torch::Tensor& lo, const torc
   return {scale, torch::round(-lo / scale).clamp(0.0, qmax)};
 }
 
+// Candidates evaluated together in one pass hold at most this many elements ([K, C, M]):
+// small layers then cost a few kernel launches instead of a few per candidate, large ones
+// stay within a bounded working set.
+constexpr int64_t kSearchChunkElements = int64_t{1} << 22;
+
 // The clipping search of quantizer.h over data [C, M] (float32), one range per row. The
 // candidate grids are computed in float64; the element-wise error in float32, which is
 // several times faster than float64 here and is the precision the weights have anyway.
@@ -76,38 +82,36 @@ std::pair<torch::Tensor, torch::Tensor> Grid(const torch::Tensor& lo, const torc
 QuantParams SearchRange(const torch::Tensor& data, const torch::Tensor& lo0,
                         const torch::Tensor& hi0, const QuantizerOptions& o, int64_t axis) {
   const double qmax = static_cast<double>((int64_t{1} << o.bits) - 1);
-  torch::Tensor best_loss =
-      torch::full({data.size(0)}, std::numeric_limits<double>::infinity(), lo0.options());
-  torch::Tensor best_scale = torch::ones_like(best_loss);
-  torch::Tensor best_zero = torch::zeros_like(best_loss);
-  torch::Tensor err = torch::empty_like(data);
-  // One pass per candidate, vectorised over channels: memory stays O(numel).
-  for (int k = 0; k < o.num_candidates; ++k) {
-    const double r = 1.0 - k * o.ratio_step;
-    auto [scale, zero] = Grid(lo0 * r, hi0 * r, o.bits, o.symmetric);
-    torch::Tensor s = scale.to(torch::kFloat).unsqueeze(1);
-    torch::Tensor z = zero.to(torch::kFloat).unsqueeze(1);
+  // Every candidate's grid at once: ratios [K, 1] times the ranges [1, C].
+  torch::Tensor ratios =
+      1.0 - torch::arange(o.num_candidates, lo0.options()).unsqueeze(1) * o.ratio_step;
+  auto [scales, zeros] = Grid(ratios * lo0.unsqueeze(0), ratios * hi0.unsqueeze(0), o.bits,
+                              o.symmetric);  // [K, C] each.
+  const int64_t chunk = std::max<int64_t>(1, kSearchChunkElements / std::max<int64_t>(1, data.numel()));
+  std::vector<torch::Tensor> losses;
+  for (int64_t k0 = 0; k0 < o.num_candidates; k0 += chunk) {
+    const int64_t k1 = std::min<int64_t>(o.num_candidates, k0 + chunk);
+    torch::Tensor s = scales.slice(0, k0, k1).to(torch::kFloat).unsqueeze(2);  // [k, C, 1]
+    torch::Tensor z = zeros.slice(0, k0, k1).to(torch::kFloat).unsqueeze(2);
     // err = (clamp(round(x / s) + z, 0, qmax) - z) * s - x, in place to spare allocations.
-    torch::div_out(err, data, s).round_().add_(z).clamp_(0.0, qmax).sub_(z).mul_(s).sub_(data);
+    torch::Tensor err = torch::div(data.unsqueeze(0), s);
+    err.round_().add_(z).clamp_(0.0, qmax).sub_(z).mul_(s).sub_(data.unsqueeze(0));
     err.abs_();
     if (o.p == 2.0) {
       err.square_();
     } else {
       err.pow_(o.p);
     }
-    torch::Tensor loss = err.sum(1, /*keepdim=*/false, torch::kDouble);
-    // Strictly smaller: on a tie the wider (earlier) range stays.
-    torch::Tensor better = loss < best_loss;
-    best_loss = torch::where(better, loss, best_loss);
-    best_scale = torch::where(better, scale, best_scale);
-    best_zero = torch::where(better, zero, best_zero);
+    losses.push_back(err.sum(2, /*keepdim=*/false, torch::kDouble));  // [k, C]
   }
+  // The first smallest loss per row: on a tie the wider (earlier) range stays.
+  const torch::Tensor best = torch::cat(losses, 0).argmin(0, /*keepdim=*/true);  // [1, C]
   QuantParams params;
   params.bits = o.bits;
   params.symmetric = o.symmetric;
   params.axis = axis;
-  params.scale = best_scale.cpu();
-  params.zero_point = best_zero.to(torch::kLong).cpu();
+  params.scale = scales.gather(0, best).squeeze(0).cpu();
+  params.zero_point = zeros.gather(0, best).squeeze(0).to(torch::kLong).cpu();
   return params;
 }
 

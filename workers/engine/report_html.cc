@@ -15,161 +15,13 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "workers/engine/report_html_parts.h"
 
 namespace ompq::engine {
 namespace {
 
 using nlohmann::json;
-
-std::string Escape(const std::string& s) {
-  std::string out;
-  out.reserve(s.size());
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&#39;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
-}
-
-// Field access that tolerates absence, null and wrong types.
-const json* Get(const json& j, const char* key) {
-  if (!j.is_object()) return nullptr;
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return nullptr;
-  return &*it;
-}
-bool HasNumber(const json& j, const char* key) {
-  const json* v = Get(j, key);
-  return v != nullptr && v->is_number();
-}
-double Num(const json& j, const char* key, double fallback = 0) {
-  const json* v = Get(j, key);
-  return v != nullptr && v->is_number() ? v->get<double>() : fallback;
-}
-std::string Str(const json& j, const char* key, const std::string& fallback = "") {
-  const json* v = Get(j, key);
-  return v != nullptr && v->is_string() ? v->get<std::string>() : fallback;
-}
-const json& Obj(const json& j, const char* key) {
-  static const json kEmpty = json::object();
-  const json* v = Get(j, key);
-  return v != nullptr && v->is_object() ? *v : kEmpty;
-}
-
-std::string Thousands(double value) {
-  std::string digits = absl::StrFormat("%.0f", std::fabs(value));
-  std::string out;
-  for (size_t i = 0; i < digits.size(); ++i) {
-    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
-    out += digits[i];
-  }
-  return value < 0 ? "-" + out : out;
-}
-
-std::string Bytes(double bytes) {
-  if (bytes >= 1024.0 * 1024.0) return absl::StrFormat("%.2f MiB", bytes / (1024.0 * 1024.0));
-  if (bytes >= 1024.0) return absl::StrFormat("%.1f KiB", bytes / 1024.0);
-  return absl::StrFormat("%.0f B", bytes);
-}
-
-// 1234567 -> "1.23 M" (MACs, BOPs, parameters).
-std::string Si(double value) {
-  const char* units[] = {"", " k", " M", " G", " T", " P"};
-  int u = 0;
-  while (std::fabs(value) >= 1000.0 && u < 5) {
-    value /= 1000.0;
-    ++u;
-  }
-  return u == 0 ? absl::StrFormat("%.0f", value) : absl::StrFormat("%.3g%s", value, units[u]);
-}
-
-std::string Seconds(double s) {
-  if (s < 1) return absl::StrFormat("%.0f ms", s * 1000);
-  if (s < 120) return absl::StrFormat("%.2f s", s);
-  return absl::StrFormat("%.0f min %.0f s", std::floor(s / 60), std::fmod(s, 60));
-}
-
-struct Rgb {
-  double r, g, b;
-};
-std::string Hex(Rgb c) {
-  auto clamp = [](double v) { return static_cast<int>(std::lround(std::clamp(v, 0.0, 255.0))); };
-  return absl::StrFormat("#%02x%02x%02x", clamp(c.r), clamp(c.g), clamp(c.b));
-}
-// Piecewise-linear colour scale through `stops`, t in [0, 1].
-std::string Scale(const std::vector<Rgb>& stops, double t) {
-  if (!std::isfinite(t)) t = 0;
-  t = std::clamp(t, 0.0, 1.0) * (stops.size() - 1);
-  const size_t i = std::min(static_cast<size_t>(t), stops.size() - 2);
-  const double f = t - i;
-  const Rgb& a = stops[i];
-  const Rgb& b = stops[i + 1];
-  return Hex({a.r + (b.r - a.r) * f, a.g + (b.g - a.g) * f, a.b + (b.b - a.b) * f});
-}
-// Heatmap scale (viridis-like): dark blue for orthogonal pairs, yellow for redundant ones.
-const std::vector<Rgb> kHeat = {
-    {68, 1, 84}, {59, 82, 139}, {33, 145, 140}, {94, 201, 98}, {253, 231, 37}};
-// Bits scale: few bits warm, many bits cool.
-const std::vector<Rgb> kBits = {
-    {214, 69, 65}, {240, 150, 55}, {236, 201, 75}, {72, 170, 150}, {52, 110, 180}};
-
-std::string BitsColor(int bits, int lo, int hi) {
-  return Scale(kBits, hi > lo ? static_cast<double>(bits - lo) / (hi - lo) : 1.0);
-}
-
-std::string Truncate(const std::string& s, size_t n) {
-  return s.size() <= n ? s : "\u2026" + s.substr(s.size() - (n - 1));
-}
-
-struct Layer {
-  std::string name, kind, shape;
-  double params = 0, macs = 0, gamma = 0, importance = 0;
-  int bits = 0, act_bits = 0;
-  bool pinned = false;
-};
-
-std::vector<Layer> ReadLayers(const json& report) {
-  std::vector<Layer> layers;
-  const json* list = Get(report, "layers");
-  if (list == nullptr || !list->is_array()) return layers;
-  for (const json& j : *list) {
-    Layer l;
-    l.name = Str(j, "name", "?");
-    l.kind = Str(j, "kind");
-    if (const json* shape = Get(j, "weight_shape"); shape != nullptr && shape->is_array()) {
-      std::vector<std::string> dims;
-      for (const json& d : *shape) dims.push_back(d.is_number() ? Thousands(d.get<double>()) : "?");
-      l.shape = absl::StrJoin(dims, "\u00d7");
-    }
-    l.params = Num(j, "params");
-    l.macs = Num(j, "macs");
-    l.gamma = Num(j, "gamma");
-    l.importance = Num(j, "importance");
-    l.bits = static_cast<int>(Num(j, "bits"));
-    l.act_bits = static_cast<int>(Num(j, "act_bits"));
-    const json* pinned = Get(j, "pinned");
-    l.pinned = pinned != nullptr && pinned->is_boolean() && pinned->get<bool>();
-    layers.push_back(std::move(l));
-  }
-  return layers;
-}
+using namespace html;  // NOLINT: the page's own helpers.
 
 constexpr char kCss[] = R"css(
 :root{--ink:#1d2433;--muted:#5d6678;--line:#e3e7ef;--bg:#f4f6fa;--card:#fff;--accent:#346eb4}
@@ -288,114 +140,6 @@ std::string KeyFigures(const json& report, const std::vector<Layer>& layers) {
         q, "#346eb4");
   }
   return out + "</div>";
-}
-
-// Bars of bits per layer, importance as a line on a second axis, pinned layers marked.
-std::string BitsChart(const std::vector<Layer>& layers, int min_bits, int max_bits) {
-  const int n = static_cast<int>(layers.size());
-  const double left = 52, right = 60, top = 30, bottom = 150, plot_h = 260;
-  const double width = 1240, plot_w = width - left - right, height = top + plot_h + bottom;
-  const double step = plot_w / std::max(n, 1);
-  const int y_max = std::max(max_bits, 8);
-  auto y_bits = [&](double b) { return top + plot_h - plot_h * b / y_max; };
-  auto y_imp = [&](double v) { return top + plot_h - plot_h * std::clamp(v, 0.0, 1.0); };
-
-  std::string svg = absl::StrFormat(
-      "<svg viewBox=\"0 0 %.0f %.0f\" width=\"100%%\" role=\"img\" "
-      "aria-label=\"Weight bits and importance per layer\">",
-      width, height);
-  // Grid and axes.
-  for (int b = 0; b <= y_max; b += (y_max > 8 ? 4 : 2)) {
-    absl::StrAppendFormat(
-        &svg,
-        "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#e3e7ef\"/>"
-        "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"#5d6678\" "
-        "text-anchor=\"end\">%d</text>",
-        left, left + plot_w, y_bits(b), y_bits(b), left - 8, y_bits(b) + 4, b);
-  }
-  for (int i = 0; i <= 4; ++i) {
-    absl::StrAppendFormat(
-        &svg, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"#8b6bd1\">%.2f</text>",
-        left + plot_w + 8, y_imp(i / 4.0) + 4, i / 4.0);
-  }
-  absl::StrAppendFormat(&svg,
-                        "<text transform=\"translate(14 %.1f) rotate(-90)\" font-size=\"12\" "
-                        "fill=\"#5d6678\" text-anchor=\"middle\">weight bits</text>"
-                        "<text transform=\"translate(%.1f %.1f) rotate(90)\" font-size=\"12\" "
-                        "fill=\"#8b6bd1\" text-anchor=\"middle\">importance</text>",
-                        top + plot_h / 2, width - 8, top + plot_h / 2);
-
-  const int label_every = std::max(1, (n + 79) / 80);
-  const double font = std::clamp(step * 0.75, 7.0, 11.0);
-  std::vector<std::string> points;
-  for (int i = 0; i < n; ++i) {
-    const Layer& l = layers[i];
-    const double x = left + i * step, bw = std::max(step * 0.72, 1.0);
-    const double bx = x + (step - bw) / 2, by = y_bits(l.bits);
-    absl::StrAppendFormat(
-        &svg,
-        "<g><title>%d %s&#10;%d-bit weights%s&#10;importance %.4f&#10;%s params, %s MACs</title>"
-        "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" rx=\"%.1f\" fill=\"%s\"%s/>",
-        i, Escape(l.name), l.bits, l.pinned ? " (pinned)" : "", l.importance, Si(l.params),
-        Si(l.macs), bx, by, bw, top + plot_h - by, std::min(2.0, bw / 4),
-        BitsColor(l.bits, min_bits, max_bits),
-        l.pinned ? " stroke=\"#1d2433\" stroke-width=\"1.2\" stroke-dasharray=\"3 2\"" : "");
-    if (l.pinned) {
-      absl::StrAppendFormat(&svg, "<path d=\"M%.2f %.2f l4 -6 l-4 -6 l-4 6 z\" fill=\"#1d2433\"/>",
-                            x + step / 2, by - 4);
-    }
-    if (step >= 14) {
-      absl::StrAppendFormat(&svg,
-                            "<text x=\"%.2f\" y=\"%.2f\" font-size=\"10\" fill=\"#fff\" "
-                            "text-anchor=\"middle\" font-weight=\"600\">%d</text>",
-                            x + step / 2, top + plot_h - 6, l.bits);
-    }
-    svg += "</g>";
-    points.push_back(absl::StrFormat("%.2f,%.2f", x + step / 2, y_imp(l.importance)));
-    if (i % label_every == 0) {
-      const double lx = x + step / 2, ly = top + plot_h + 10;
-      absl::StrAppendFormat(&svg,
-                            "<text transform=\"translate(%.2f %.2f) rotate(-55)\" "
-                            "font-size=\"%.1f\" fill=\"#3b4254\" text-anchor=\"end\">"
-                            "<title>%s</title>%s</text>",
-                            lx + font / 3, ly, font, Escape(l.name), Escape(Truncate(l.name, 26)));
-    }
-  }
-  absl::StrAppendFormat(
-      &svg, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#9aa3b5\"/>", left,
-      left + plot_w, top + plot_h, top + plot_h);
-  if (!points.empty()) {
-    absl::StrAppendFormat(&svg,
-                          "<polyline points=\"%s\" fill=\"none\" stroke=\"#8b6bd1\" "
-                          "stroke-width=\"2\" stroke-linejoin=\"round\"/>",
-                          absl::StrJoin(points, " "));
-    for (int i = 0; i < n; ++i) {
-      absl::StrAppendFormat(&svg,
-                            "<circle cx=\"%s\" r=\"%.1f\" fill=\"#fff\" stroke=\"#8b6bd1\" "
-                            "stroke-width=\"1.6\"><title>%s: importance %.4f</title></circle>",
-                            absl::StrReplaceAll(points[i], {{",", "\" cy=\""}}),
-                            std::clamp(step / 5, 1.5, 3.5), Escape(layers[i].name),
-                            layers[i].importance);
-    }
-  }
-  // Legend.
-  const double lx = left, ly = 12;
-  absl::StrAppendFormat(
-      &svg,
-      "<g font-size=\"12\" fill=\"#3b4254\">"
-      "<rect x=\"%.0f\" y=\"%.0f\" width=\"12\" height=\"12\" rx=\"2\" fill=\"%s\"/>"
-      "<text x=\"%.0f\" y=\"%.0f\">weight bits (colour: %d to %d)</text>"
-      "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"#8b6bd1\" "
-      "stroke-width=\"2\"/>"
-      "<circle cx=\"%.0f\" cy=\"%.0f\" r=\"3.5\" fill=\"#fff\" stroke=\"#8b6bd1\" "
-      "stroke-width=\"1.6\"/>"
-      "<text x=\"%.0f\" y=\"%.0f\">importance (right axis)</text>"
-      "<path d=\"M%.0f %.0f l4 -6 l-4 -6 l-4 6 z\" fill=\"#1d2433\"/>"
-      "<text x=\"%.0f\" y=\"%.0f\">pinned layer</text></g>",
-      lx, ly - 10, BitsColor(max_bits, min_bits, max_bits), lx + 18, ly, min_bits, max_bits,
-      lx + 250, lx + 274, ly - 4, ly - 4, lx + 262, ly - 4, lx + 280, ly, lx + 450, ly + 2,
-      lx + 460, ly);
-  return svg + "</svg>";
 }
 
 std::string Heatmap(const std::vector<Layer>& layers, const json& orm) {
@@ -704,6 +448,15 @@ std::string RenderReportHtml(const nlohmann::json& report) {
                   "&theta; (layers more orthogonal to the rest score higher and earn more bits). "
                   "Hover a bar for details.</p><div class=\"scroll\">",
                   BitsChart(layers, min_bits, max_bits), "</div></section>");
+
+  if (std::string frontier = FrontierChart(report); !frontier.empty()) {
+    absl::StrAppend(&html, "<section><h2>Size against quality</h2><p class=\"note\">",
+                    "The best allocation at each size from the smallest reachable one to every "
+                    "layer at its widest candidate, solved from the same search. Where the "
+                    "curve flattens, more bytes buy little. Squares: top-1 measured with "
+                    "nearest rounding (<code>--frontier-evals</code>).</p><div class=\"scroll\">",
+                    frontier, "</div></section>");
+  }
 
   const json* orm = Get(report, "orm");
   absl::StrAppend(

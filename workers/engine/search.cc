@@ -20,6 +20,7 @@
 #include "workers/engine/bit_allocation.h"
 #include "workers/engine/job_inputs.h"
 #include "workers/engine/layer_discovery.h"
+#include "workers/engine/layer_distortion.h"
 #include "workers/engine/orthogonality.h"
 #include "workers/engine/report_html.h"
 #include "workers/engine/tensor_io.h"
@@ -155,7 +156,45 @@ absl::Status WriteFileAtomically(const std::filesystem::path& path, const std::s
   return absl::OkStatus();
 }
 
+// One frontier point as report.json carries it (the objective in the report's sign: a
+// weighted distortion for kDistortion, sum c_i b_i for kOrthogonality).
+nlohmann::json FrontierJson(const std::vector<FrontierPoint>& points, double sign,
+                            const std::vector<std::vector<double>>& distortion,
+                            const std::vector<std::vector<int>>& layer_bits) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const FrontierPoint& point : points) {
+    const Allocation& a = point.allocation;
+    nlohmann::json entry = {{"size_budget_bytes", point.size_budget_bytes},
+                            {"size_bytes", a.size_bytes},
+                            {"bops", a.bops},
+                            {"objective", sign * a.objective},
+                            {"bits", a.bits}};
+    if (!distortion.empty()) {
+      // The unweighted prediction: the sum of the layers' D at their bits.
+      double total = 0;
+      for (size_t i = 0; i < a.bits.size(); ++i) {
+        const auto& bits = layer_bits[i];
+        const size_t j = std::find(bits.begin(), bits.end(), a.bits[i]) - bits.begin();
+        if (j < bits.size()) total += distortion[i][j];
+      }
+      entry["distortion"] = total;
+    }
+    out.push_back(std::move(entry));
+  }
+  return out;
+}
+
 }  // namespace
+
+const char* ObjectiveName(Objective objective) {
+  switch (objective) {
+    case Objective::kOrthogonality:
+      return "orthogonality";
+    case Objective::kDistortion:
+      return "distortion";
+  }
+  return "orthogonality";
+}
 
 absl::StatusOr<SearchResult> RunSearch(const SearchOptions& options, const ProgressFn& progress) {
   RETURN_IF_ERROR(ValidateOptions(options));
@@ -195,7 +234,9 @@ absl::StatusOr<SearchResult> RunSearch(const SearchOptions& options, const JobIn
                    SearchInputs(CalibrationData{job.calib, std::nullopt}, options.search_samples,
                                 model.device));
   RETURN_IF_ERROR(report(Stage::kAnalyzing, 0.5, "finding the quantizable layers"));
-  ASSIGN_OR_RETURN(TappedModel tapped, TappedModel::Create(model.module, model.device));
+  const bool measure_distortion = options.objective == Objective::kDistortion;
+  ASSIGN_OR_RETURN(TappedModel tapped,
+                   TappedModel::Create(model.module, model.device, measure_distortion));
   const double analyze_seconds = SecondsSince(start);
 
   // --- ORTHOGONALITY: one forward pass forming every layer's Gram, then ORM.
@@ -212,19 +253,36 @@ absl::StatusOr<SearchResult> RunSearch(const SearchOptions& options, const JobIn
   std::string check_skipped;
   RETURN_IF_ERROR(tapped.CheckAgainstModel(inputs, features.output, options.seed, &check_skipped));
   features.output = c10::IValue();
-  const double beta = options.beta.value_or(kDefaultBeta);
+  const double beta =
+      options.beta.value_or(measure_distortion ? kDefaultDistortionBeta : kDefaultBeta);
   ASSIGN_OR_RETURN(Orthogonality orthogonality,
                    ComputeOrthogonality(features.grams, features.samples, beta));
   const std::vector<LayerInfo>& layers = features.layers;
+  PinPlan pins = PlanPins(options, layers);
+  std::vector<int> candidates(options.weight_bits);
+  std::sort(candidates.begin(), candidates.end());
+  candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
+  std::vector<std::vector<int>> layer_bits;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    layer_bits.push_back(pins.bits[i].has_value() ? std::vector<int>{*pins.bits[i]} : candidates);
+  }
+  // D_i(b) at each layer's candidates, from the weights and inputs the pass measured.
+  std::vector<std::vector<double>> distortion;
+  double distortion_seconds = 0;
+  if (measure_distortion) {
+    const Clock::time_point distortion_start = Clock::now();
+    RETURN_IF_ERROR(report(Stage::kOrthogonality, 0.97, "measuring each layer's distortion"));
+    ASSIGN_OR_RETURN(distortion,
+                     LayerDistortions(features.weights, features.input_energy, layer_bits));
+    distortion_seconds = SecondsSince(distortion_start);
+  }
+  features.weights.clear();
+  features.input_energy.clear();
   const double orthogonality_seconds = SecondsSince(orthogonality_start);
 
   // --- SOLVING: the exact integer program.
   const Clock::time_point solve_start = Clock::now();
   RETURN_IF_ERROR(report(Stage::kSolving, 0.0, "allocating bits"));
-  PinPlan pins = PlanPins(options, layers);
-  std::vector<int> candidates(options.weight_bits);
-  std::sort(candidates.begin(), candidates.end());
-  candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
   AllocationProblem problem;
   int64_t quantized_params = 0;
   for (size_t i = 0; i < layers.size(); ++i) {
@@ -232,10 +290,14 @@ absl::StatusOr<SearchResult> RunSearch(const SearchOptions& options, const JobIn
     layer.params = layers[i].params;
     layer.macs = layers[i].macs;
     layer.act_bits = options.act_bits;
-    layer.candidates = pins.bits[i].has_value() ? std::vector<int>{*pins.bits[i]} : candidates;
+    layer.candidates = layer_bits[i];
     // The program wants c_i > 0; a huge beta can underflow exp() for the least
     // important layers, which then simply get the fewest bits.
     layer.coefficient = std::max(orthogonality.coefficient[i], std::numeric_limits<double>::min());
+    if (measure_distortion) {
+      // Maximise -sum_i theta_i D_i(b_i).
+      for (double d : distortion[i]) layer.values.push_back(-orthogonality.importance[i] * d);
+    }
     problem.layers.push_back(std::move(layer));
     quantized_params += layers[i].params;
   }
@@ -244,6 +306,11 @@ absl::StatusOr<SearchResult> RunSearch(const SearchOptions& options, const JobIn
   problem.size_budget_bytes = options.size_budget_bytes;
   problem.bops_budget = options.bops_budget;
   ASSIGN_OR_RETURN(Allocation allocation, SolveAllocation(problem));
+  RETURN_IF_ERROR(report(Stage::kSolving, 0.5, "solving the size-quality frontier"));
+  // The frontier is advice: a problem it cannot span (a BOPs budget below every size)
+  // leaves it empty rather than failing the job.
+  const double sign = measure_distortion ? -1.0 : 1.0;
+  absl::StatusOr<std::vector<FrontierPoint>> frontier = SolveFrontier(problem, limits::kFrontierPoints);
   RETURN_IF_ERROR(report(Stage::kSolving, 1.0, "bits allocated"));
   const double solve_seconds = SecondsSince(solve_start);
 
@@ -277,6 +344,13 @@ absl::StatusOr<SearchResult> RunSearch(const SearchOptions& options, const JobIn
         {"after_batch_norm", layer.after_batch_norm},
         {"output_shape", layer.output_shape},
     });
+    if (measure_distortion) {
+      nlohmann::json table = nlohmann::json::object();
+      for (size_t j = 0; j < layer_bits[i].size(); ++j) {
+        table[std::to_string(layer_bits[i][j])] = distortion[i][j];
+      }
+      layers_json.back()["distortion"] = std::move(table);
+    }
   }
   SearchResult result;
   nlohmann::json& out = result.report;
@@ -286,7 +360,8 @@ absl::StatusOr<SearchResult> RunSearch(const SearchOptions& options, const JobIn
                   {"fp32_size_bytes", 4 * total_params},
                   {"quantized_parameters", quantized_params},
                   {"other_bytes", problem.other_bytes}};
-  out["search"] = {{"beta", beta},
+  out["search"] = {{"objective", ObjectiveName(options.objective)},
+                   {"beta", beta},
                    {"samples", features.samples},
                    {"weight_bits", candidates},
                    {"act_bits", options.act_bits},
@@ -296,15 +371,24 @@ absl::StatusOr<SearchResult> RunSearch(const SearchOptions& options, const JobIn
                    {"device", model.device.str()},
                    {"threads", at::get_num_threads()},
                    {"tap_sites", tapped.tap_sites()}};
+  if (measure_distortion) out["search"]["distortion_seconds"] = distortion_seconds;
   out["layers"] = std::move(layers_json);
   out["orm"] = orthogonality.orm;
   out["budget"] = {{"size_bytes", OptionalInt(options.size_budget_bytes)},
                    {"bops", OptionalInt(options.bops_budget)}};
+  // For kDistortion the objective is the weighted distortion minimised and lp_bound the
+  // relaxation's lower bound on it.
   out["result"] = {{"size_bytes", allocation.size_bytes},
                    {"bops", allocation.bops},
-                   {"objective", allocation.objective},
-                   {"lp_bound", allocation.lp_bound},
+                   {"objective", sign * allocation.objective},
+                   {"lp_bound", sign * allocation.lp_bound},
                    {"nodes", allocation.nodes}};
+  if (frontier.ok()) {
+    out["frontier"] = FrontierJson(*frontier, sign, distortion, layer_bits);
+  } else {
+    out["frontier"] = nlohmann::json::array();
+    warnings.push_back(absl::StrCat("no size-quality frontier: ", frontier.status().message()));
+  }
   out["warnings"] = warnings;
   out["timings_seconds"] = {{"analyze", analyze_seconds},
                             {"orthogonality", orthogonality_seconds},

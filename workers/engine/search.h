@@ -37,6 +37,16 @@ inline std::vector<int> DefaultWeightBits() {
   return bits;
 }
 
+/// What the exact program optimises (docs/algorithm.md):
+///   kOrthogonality  the paper's program: maximise sum_i c_i b_i (c_i from the ORM);
+///   kDistortion     minimise sum_i theta_i(beta) D_i(b_i), each layer's measured weight
+///                   distortion at its bits (layer_distortion.h) weighted by its
+///                   orthogonality importance; beta = 0 weighs every layer alike.
+enum class Objective { kOrthogonality, kDistortion };
+
+/// "orthogonality" / "distortion", as in --objective and report.json search.objective.
+const char* ObjectiveName(Objective objective);
+
 /// What to search for. Mirrors ompq.v1.JobSpec with defaults resolved.
 struct SearchOptions {
   std::string model_path;                   // TorchScript archive.
@@ -47,7 +57,8 @@ struct SearchOptions {
   int act_bits = limits::kDefaultActBits;    // Activation bits feeding every layer.
   int pin_first_last_bits = limits::kDefaultPinFirstLastBits;  // 0: no first/last pin.
   std::vector<std::pair<std::string, int>> pins;  // (RE2 full-match regex, bits).
-  std::optional<double> beta;                // Importance temperature; nullopt: default.
+  Objective objective = Objective::kDistortion;  // The service default (job_validation.h).
+  std::optional<double> beta;  // Importance temperature; nullopt: the objective's default.
   int search_samples = limits::kDefaultSearchSamples;  // First N calibration inputs used.
   int64_t seed = 0;
   std::string device = "cpu";                // "cpu", "cuda", "cuda:N" or "auto".
