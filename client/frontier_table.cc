@@ -50,8 +50,8 @@ absl::StatusOr<std::string> FormatFrontier(const nlohmann::json& report) {
       if (point.contains("distortion")) {
         row.distortion = absl::StrFormat("%.4g", point["distortion"].get<double>());
       }
-      if (point.contains("top1")) {
-        row.top1 = absl::StrFormat("%.2f%%", 100.0 * point["top1"].get<double>());
+      if (point.contains("top1_nearest")) {
+        row.top1 = absl::StrFormat("%.2f%%", 100.0 * point["top1_nearest"].get<double>());
       }
       rows.push_back(std::move(row));
     }

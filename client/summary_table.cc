@@ -1,6 +1,7 @@
 #include "client/summary_table.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -66,12 +67,18 @@ std::string FormatSummary(const v1::Job& job, const std::string& out_dir,
   }
   absl::StrAppend(&text, "\n");
 
-  absl::StrAppend(&text, absl::StrFormat("Objective:  %.6g (LP bound %.6g", result.objective(),
+  // The distortion objective is minimised (the LP bound is below it), the paper's program
+  // maximised (the bound is above it).
+  const bool minimised = spec.objective() == v1::OBJECTIVE_DISTORTION;
+  absl::StrAppend(&text, absl::StrFormat("Objective:  %.6g (%s, LP bound %.6g",
+                                         result.objective(),
+                                         minimised ? "weighted distortion" : "sum c_i b_i",
                                          result.lp_bound()));
-  if (result.lp_bound() > 0) {
-    absl::StrAppend(
-        &text, absl::StrFormat(", within %.3f%%", 100.0 * (result.lp_bound() - result.objective()) /
-                                                      result.lp_bound()));
+  const double reference = minimised ? result.objective() : result.lp_bound();
+  if (reference > 0) {
+    absl::StrAppend(&text, absl::StrFormat(", within %.3f%%",
+                                           100.0 * std::fabs(result.lp_bound() - result.objective()) /
+                                               reference));
   }
   absl::StrAppend(&text, ")\n");
 

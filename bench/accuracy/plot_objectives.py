@@ -82,7 +82,8 @@ def main():
     fig, axes = plt.subplots(1, len(acts), figsize=(6.5 * len(acts), 4.6), squeeze=False)
     colors = dict(zip([m for m, _ in METHODS], plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     for ax, act in zip(axes[0], acts):
-        for results, style, when in ((none, ":", "before PTQ"), (ptq, "-", "after PTQ")):
+        labelled = set()
+        for results, style in ((none, ":"), (ptq, "-")):
             by = rows_by(results)
             for key, label in METHODS:
                 points = []
@@ -94,9 +95,11 @@ def main():
                             points.append((size, c[1]))
                 if points:
                     xs, ys = zip(*sorted(points))
+                    # One legend entry per method; the line style tells before from after.
+                    first = key not in labelled
+                    labelled.add(key)
                     ax.plot(xs, ys, style, marker="o", color=colors[key],
-                            label=f"{label} ({when})" if style == "-" or key == METHODS[0][0]
-                            else None)
+                            label=label if first else None)
         ax.set_title(f"MobileNet-style, activations {act} bits")
         ax.set_xlabel("model size (KiB)")
         ax.set_ylabel("top-1 (%)")

@@ -123,7 +123,7 @@ TEST(ReportHtml, PlotsTheFrontierWithMeasuredTopOne) {
                   {"objective", 0.5 / (k + 1)},
                   {"distortion", 0.4 / std::pow(4.0, k)},
                   {"bits", std::vector<int>(n, 2 + k)}};
-    if (k % 2 == 0) point["top1"] = 0.80 + 0.02 * k;
+    if (k % 2 == 0) point["top1_nearest"] = 0.80 + 0.02 * k;
     frontier.push_back(point);
   }
   report["frontier"] = frontier;

@@ -18,7 +18,7 @@ nlohmann::json Report() {
     "frontier": [
       {"size_bytes": 100, "bops": 1000, "objective": 0.9, "bits": [2, 2], "distortion": 0.3},
       {"size_bytes": 200, "bops": 3000, "objective": 0.2, "bits": [4, 4], "distortion": 0.05,
-       "top1": 0.8512}]})");
+       "top1_nearest": 0.8512}]})");
 }
 
 TEST(FormatFrontier, OneRowPerPointWithTheJobInItsPlace) {

@@ -142,6 +142,14 @@ TEST(FormatSummary, TableAndTotals) {
   EXPECT_NE(text.find("within 5.000%"), std::string::npos);
   EXPECT_NE(text.find("results/ report.json, report.html"), std::string::npos);
   EXPECT_EQ(text.find("Accuracy"), std::string::npos);  // No eval data given.
+
+  // The distortion objective is minimised: its LP bound lies below it.
+  job.mutable_spec()->set_objective(v1::OBJECTIVE_DISTORTION);
+  result->set_objective(0.05);
+  result->set_lp_bound(0.04);
+  text = FormatSummary(job, "results", {"report.json"});
+  EXPECT_NE(text.find("weighted distortion, LP bound 0.04, within 20.000%"), std::string::npos)
+      << text;
 }
 
 }  // namespace

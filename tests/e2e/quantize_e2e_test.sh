@@ -47,10 +47,10 @@ pass "quantize: exit 0, artifacts and summary"
 # ompqctl frontier prints it with the job's own allocation among the points.
 [[ $(json_get "$WORK/out/report.json" 'len(d["frontier"])') -ge 20 ]] ||
   fail "frontier: fewer than 20 points"
-[[ $(json_get "$WORK/out/report.json" 'sum("top1" in p for p in d["frontier"])') == 8 ]] ||
+[[ $(json_get "$WORK/out/report.json" 'sum("top1_nearest" in p for p in d["frontier"])') == 8 ]] ||
   fail "frontier: not 8 measured points"
 [[ $(json_get "$WORK/out/report.json" \
-   'all(0 <= p["top1"] <= 1 for p in d["frontier"] if "top1" in p)') == True ]] ||
+   'all(0 <= p["top1_nearest"] <= 1 for p in d["frontier"] if "top1_nearest" in p)') == True ]] ||
   fail "frontier: a top-1 outside [0, 1]"
 run_ctl 0 list_first list --output json
 FIRST=$(json_get "$WORK/list_first.out" 'd["jobs"][0]["name"]')

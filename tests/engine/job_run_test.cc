@@ -94,13 +94,13 @@ TEST_F(JobRunTest, FrontierTopOneAtTheJobsBitsIsTheJobsOwn) {
   report["frontier"].back()["bits"] = bits;
   ASSERT_TRUE((*run)->Quantize(nullptr).ok());
   const nlohmann::json& frontier = report["frontier"];
-  ASSERT_TRUE(frontier.front().contains("top1"));
-  ASSERT_TRUE(frontier.back().contains("top1"));
-  EXPECT_EQ(frontier[1].contains("top1"), false);
-  EXPECT_EQ(frontier.back()["top1"].get<double>(),
+  ASSERT_TRUE(frontier.front().contains("top1_nearest"));
+  ASSERT_TRUE(frontier.back().contains("top1_nearest"));
+  EXPECT_EQ(frontier[1].contains("top1_nearest"), false);
+  EXPECT_EQ(frontier.back()["top1_nearest"].get<double>(),
             report["accuracy"]["quantized"].get<double>());
   // The smallest point has fewer bits everywhere: it is not better than the job's.
-  EXPECT_LE(frontier.front()["top1"].get<double>(), report["accuracy"]["fp32"].get<double>());
+  EXPECT_LE(frontier.front()["top1_nearest"].get<double>(), report["accuracy"]["fp32"].get<double>());
 }
 
 TEST_F(JobRunTest, BadEvalDataFailsAtLoad) {

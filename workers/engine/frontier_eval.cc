@@ -68,7 +68,7 @@ absl::Status EvaluateFrontier(const JobInputs& inputs, const torch::Tensor& cali
                                           nullptr));
     (void)samples;
     ASSIGN_OR_RETURN(double top1, TopOne(*model, inputs.eval->inputs, *inputs.eval->labels));
-    point["top1"] = top1;
+    point["top1_nearest"] = top1;
   }
   return absl::OkStatus();
 }

@@ -1,5 +1,5 @@
 // The measured side of the size-quality frontier: the top-1 of nearest rounding at some of
-// the frontier's points (report.json `frontier[k].top1`), so that a person sees where the
+// the frontier's points (report.json `frontier[k].top1_nearest`), so that a person sees where the
 // curve bends before choosing a budget.
 #ifndef OMPQ_WORKERS_ENGINE_FRONTIER_EVAL_H_
 #define OMPQ_WORKERS_ENGINE_FRONTIER_EVAL_H_
@@ -21,7 +21,7 @@ std::vector<size_t> FrontierEvalPoints(size_t points, int evals);
 
 /// For each point FrontierEvalPoints picks from report["frontier"]: a fresh copy of the
 /// model with the point's weight bits at nearest rounding, activations at `act_bits`
-/// calibrated in one pass over `calib`, then top-1 on the eval data, added as "top1".
+/// calibrated in one pass over `calib`, then top-1 on the eval data, added as "top1_nearest".
 /// `progress(done, total)` returning false cancels (CANCELLED). A report without a frontier
 /// or inputs without eval data are left as they are.
 absl::Status EvaluateFrontier(const JobInputs& inputs, const torch::Tensor& calib, int act_bits,

@@ -54,8 +54,15 @@ QuantizerOptions DistortionQuantizerOptions(int bits) {
   return options;
 }
 
-torch::Tensor InputChannelEnergy(const torch::Tensor& x, bool linear) {
+torch::Tensor InputChannelEnergy(const torch::Tensor& input, bool linear) {
   torch::NoGradGuard no_grad;
+  // The first samples only, where a layer's input is large: a channel's mean square over
+  // millions of values does not need more, and the pass stays light.
+  torch::Tensor x = input;
+  if (x.dim() >= 2 && x.numel() > kEnergyElements) {
+    const int64_t per_sample = std::max<int64_t>(1, x.numel() / x.size(0));
+    x = x.narrow(0, 0, std::clamp<int64_t>(kEnergyElements / per_sample, 1, x.size(0)));
+  }
   const int64_t channel_dim = linear ? x.dim() - 1 : std::min<int64_t>(1, x.dim() - 1);
   std::vector<int64_t> dims;
   for (int64_t d = 0; d < x.dim(); ++d) {

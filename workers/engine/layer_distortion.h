@@ -36,8 +36,12 @@ inline constexpr int64_t kDistortionElements = int64_t{1} << 16;
 /// row_size)), 1 for a layer within the bound.
 int64_t DistortionRowStride(int64_t rows, int64_t row_size);
 
-/// h per input channel of a layer input `x`, float64 on the CPU: the mean of x^2 over
-/// every dimension but the channel one (dim 1 for convolutions, the last for linear).
+/// Input elements InputChannelEnergy reads, at most (whole samples, at least one).
+inline constexpr int64_t kEnergyElements = int64_t{1} << 22;
+
+/// h per input channel of a layer input `x` ([N, ...]), float64 on the CPU: the mean of
+/// x^2 over every dimension but the channel one (dim 1 for convolutions, the last for
+/// linear), over the first samples that hold at most kEnergyElements values.
 torch::Tensor InputChannelEnergy(const torch::Tensor& x, bool linear);
 
 /// D(b) for each of `bits` (ascending), made non-increasing in b (a wider grid never

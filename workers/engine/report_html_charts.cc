@@ -138,7 +138,7 @@ std::string FrontierChart(const json& report) {
     Point point;
     point.size = Num(p, "size_bytes");
     point.quality = distortion ? Num(p, "distortion") : Num(p, "objective");
-    if (HasNumber(p, "top1")) point.top1 = Num(p, "top1");
+    if (HasNumber(p, "top1_nearest")) point.top1 = Num(p, "top1_nearest");
     if (distortion && !(point.quality > 0)) continue;  // Not on a log axis.
     points.push_back(point);
   }
