@@ -48,6 +48,13 @@ JOB=$("$ROOT/build/bin/ompqctl" list --limit 1 --output json |
 echo "== ompqctl frontier $JOB"
 "$ROOT/build/bin/ompqctl" frontier "$JOB"
 
+# The exported models outside the service: model_quantized.pt in PyTorch and
+# model_quantized.onnx in ONNX Runtime (onnxruntime-node), each against the report's top-1.
+echo "== model_quantized.pt in PyTorch, model_quantized.onnx in ONNX Runtime"
+OMPQ_ONNXRUNTIME_NODE=$(bash "$ROOT/scripts/onnxruntime.sh")
+export OMPQ_ONNXRUNTIME_NODE
+/usr/bin/python3 "$ROOT/tests/engine/check_quantized_model.py" "$OUT" "$MODEL_DIR/eval.pt"
+
 echo "== stopping the server (SIGTERM drains and exits 0)"
 kill -TERM "$SERVER_PID"
 wait "$SERVER_PID"

@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config git ca-certificates
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
-  libtorch-dev libopenblas-dev coinor-libclp-dev prometheus-cpp-dev
+  libtorch-dev libonnx-dev libopenblas-dev coinor-libclp-dev prometheus-cpp-dev
   libsqlite3-dev libpqxx-dev libssl-dev libzip-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev
   python3-torch python3-torchvision python3-numpy dataset-fashion-mnist

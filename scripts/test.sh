@@ -8,6 +8,8 @@ bash scripts/install-deps.sh python3-scipy clang libclang-rt-14-dev
 # Deployment checks (tests/deploy): python3-yaml, and promtool from Debian's prometheus.
 bash scripts/install-deps.sh python3-yaml prometheus
 bash scripts/build.sh
+# ONNX Runtime for Node.js, which the artifact checks run model_quantized.onnx in.
+bash scripts/onnxruntime.sh >/dev/null
 
 # The PostgreSQL job store tests run against a real, throwaway PostgreSQL (Debian's
 # package), stopped on exit. OMPQ_TEST_POSTGRES=off skips them; a given

@@ -36,7 +36,7 @@ def main():
     out_dir, budget = sys.argv[1], int(sys.argv[2])
     job = sys.argv[3] if len(sys.argv) > 3 else None
     for name in ["report.json", "bit_config.json", "report.html", "model_quantized.pt",
-                 "encodings.json"]:
+                 "model_quantized.onnx", "encodings.json"]:
         if not check(os.path.isfile(os.path.join(out_dir, name)), f"{name} missing"):
             return
     with open(os.path.join(out_dir, "report.json")) as f:
@@ -145,6 +145,11 @@ def main():
 
     check(bit_config == {l["name"]: l["bits"] for l in layers},
           f"bit_config.json {bit_config} does not match the report's layers")
+    onnx = report.get("export", {}).get("onnx", {})
+    check(onnx.get("status") == "exported" and is_int(onnx.get("size_bytes")) and
+          onnx.get("opset") == 13, f"export.onnx: {onnx}")
+    with open(os.path.join(out_dir, "model_quantized.onnx"), "rb") as f:
+        check(len(f.read()) == onnx.get("size_bytes"), "model_quantized.onnx size")
     check("<html" in html.lower() and len(html) > 500, "report.html is not an HTML page")
     check('src="http' not in html and "src='http" not in html,
           "report.html loads remote resources (must be self-contained)")

@@ -135,7 +135,7 @@ run_ctl 0 wait wait "$NAME" --timeout 5m --output json
 [[ $(json_get "$WORK/wait.out" 'int(d["result"]["sizeBytes"]) <= '"$BUDGET") == True ]] ||
   fail "wait: result over budget"
 [[ $(json_get "$WORK/wait.out" 'sorted(a["name"] for a in d["artifacts"])') == \
-   "['bit_config.json', 'encodings.json', 'model_quantized.pt', 'report.html', 'report.json']" ]] ||
+   "['bit_config.json', 'encodings.json', 'model_quantized.onnx', 'model_quantized.pt', 'report.html', 'report.json']" ]] ||
   fail "wait: artifacts"
 run_ctl 0 download download "$NAME" --out "$WORK/ci"
 "$PY" "$HERE/check_artifacts.py" "$WORK/ci" "$BUDGET" "$NAME" || fail "download: bad artifacts"

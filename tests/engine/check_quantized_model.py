@@ -7,12 +7,21 @@ Usage: check_quantized_model.py ARTIFACT_DIR EVAL_PT
 - its graph fake-quantizes activations (aten::fake_quantize_per_tensor_affine), one per
   quantized activation encoding;
 - every weight listed in encodings.json lies on its per-channel grid: (w / scale - offset)
-  is an integer in [0, 2^bitwidth - 1].
+  is an integer in [0, 2^bitwidth - 1];
+- model_quantized.onnx was exported (report.json export.onnx) and ONNX Runtime
+  (onnxruntime-node, tests/engine/run_onnx.js) runs it on the eval inputs: its top-1 equals
+  the report's within 0.1 pt, it agrees with the TorchScript model's top-1 on at least 99%
+  of the samples, and its largest output difference is printed in units of the
+  TorchScript outputs' standard deviation.
 Exits non-zero with a message on the first failed check.
 """
 import json
 import os
+import subprocess
 import sys
+import tempfile
+
+import numpy as np
 
 import torch
 
@@ -59,6 +68,43 @@ def main():
             fail(f"{name}: codes outside [0, 2^{bits} - 1]")
     print(f"ok: python top-1 {top1:.4f} (report {reported:.4f}), {fake_quant} activation "
           f"quantizers, {len(encodings['param_encodings'])} weights on their grids")
+    check_onnx(art, report, model, data)
+
+
+def check_onnx(art, report, model, data):
+    onnx_report = report.get("export", {}).get("onnx", {})
+    if onnx_report.get("status") != "exported":
+        fail(f"model_quantized.onnx was not exported: {onnx_report}")
+    path = os.path.join(art, "model_quantized.onnx")
+    if not os.path.exists(path):
+        fail("report.json says exported but model_quantized.onnx is missing")
+    runner = os.path.join(os.path.dirname(os.path.abspath(__file__)), "run_onnx.js")
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = os.path.join(tmp, "inputs.npy")
+        outputs = os.path.join(tmp, "outputs.npy")
+        np.save(inputs, data["inputs"].float().numpy())
+        done = subprocess.run(["node", runner, path, inputs, outputs], capture_output=True,
+                              text=True)
+        if done.returncode != 0:
+            fail(f"ONNX Runtime could not run the model: {done.stderr.strip()}")
+        onnx_out = torch.from_numpy(np.load(outputs))
+    with torch.no_grad():
+        torch_out = torch.cat([model(data["inputs"][i:i + 128])
+                               for i in range(0, len(data["inputs"]), 128)])
+    if onnx_out.shape != torch_out.shape:
+        fail(f"ONNX output {tuple(onnx_out.shape)} against TorchScript {tuple(torch_out.shape)}")
+    onnx_top1 = (onnx_out.argmax(1) == data["labels"]).double().mean().item()
+    agreement = (onnx_out.argmax(1) == torch_out.argmax(1)).double().mean().item()
+    spread = torch_out.std().item()
+    largest = (onnx_out - torch_out).abs().max().item() / max(spread, 1e-12)
+    reported = report["accuracy"]["quantized"]
+    print(f"onnx: top-1 {onnx_top1:.4f} (report {reported:.4f}), top-1 agreement with "
+          f"TorchScript {agreement:.4f}, largest output difference {largest:.4f} output "
+          f"standard deviations")
+    if abs(onnx_top1 - reported) > 0.001 + 1e-9:
+        fail(f"ONNX Runtime top-1 {onnx_top1:.4f} differs from the report's {reported:.4f}")
+    if agreement < 0.99:
+        fail(f"ONNX and TorchScript agree on the top-1 of only {agreement:.4f} of the samples")
 
 
 if __name__ == "__main__":

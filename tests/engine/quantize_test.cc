@@ -46,7 +46,8 @@ TEST_F(QuantizeTest, PtqBeatsNearestRoundingAndExportsAModelPythonAgreesWith) {
         return true;
       });
   ASSERT_TRUE(files.ok()) << files.status();
-  EXPECT_EQ(*files, (std::vector<std::string>{"model_quantized.pt", "encodings.json"}));
+  EXPECT_EQ(*files, (std::vector<std::string>{"model_quantized.pt", "encodings.json",
+                                             "model_quantized.onnx"}));
   EXPECT_EQ(stages, (std::vector<std::string>{"calibrating", "finetuning", "evaluating",
                                               "exporting"}));
 

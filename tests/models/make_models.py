@@ -12,7 +12,6 @@ ORM matrix follows ALGORITHM.md literally (K = X X^T, H K H, Frobenius products)
 Everything is seeded; reruns give the same files. A stamp file holding this script's
 SHA-256 lets the test fixture skip regeneration when nothing changed.
 """
-import hashlib
 import json
 import os
 import sys
@@ -21,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torchvision
+
+import stamp
 
 SAMPLES = 16         # Samples the expected values (and the tests) use.
 CALIB_SAMPLES = 20   # Samples in the calibration files: the search must take the first 16.
@@ -334,9 +335,7 @@ def write_json(path, data):
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
-    stamp = os.path.join(out, "STAMP")
-    digest = hashlib.sha256(open(__file__, "rb").read()).hexdigest()
-    if os.path.exists(stamp) and open(stamp).read().strip() == digest:
+    if stamp.is_current(out, __file__):
         print("test models are up to date in", out)
         return
     torch.set_num_threads(os.cpu_count() or 1)
@@ -421,8 +420,7 @@ def main():
     np.save(os.path.join(out, "npy_u2.npy"), (values + 65500).astype("<u2"))
     np.save(os.path.join(out, "npy_u1.npy"), values.astype("u1"))
 
-    with open(stamp, "w") as f:
-        f.write(digest + "\n")
+    stamp.write(out, __file__)
     print("wrote test models to", out)
 
 

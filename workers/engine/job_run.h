@@ -6,7 +6,7 @@
 //              inputs, each read once; labelled data checked against the model.
 //   Search     ANALYZING (graph), ORTHOGONALITY, SOLVING: the bit allocation (search.h).
 //   Quantize   CALIBRATING, FINETUNING, EVALUATING, EXPORTING on a copy of the model
-//              (quantize.h): model_quantized.pt and encodings.json.
+//              (quantize.h): model_quantized.pt, model_quantized.onnx, encodings.json.
 //   WriteReport  report.json, bit_config.json and report.html.
 #ifndef OMPQ_WORKERS_ENGINE_JOB_RUN_H_
 #define OMPQ_WORKERS_ENGINE_JOB_RUN_H_
@@ -51,7 +51,7 @@ class JobRun {
   JobInputs inputs_;
   double load_seconds_ = 0;
   nlohmann::json report_;
-  std::vector<std::string> files_;  // model_quantized.pt, encodings.json once quantized.
+  std::vector<std::string> files_;  // The quantized model files, once quantized.
 };
 
 }  // namespace ompq::engine

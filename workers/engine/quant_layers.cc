@@ -242,6 +242,30 @@ absl::StatusOr<int64_t> CalibrateActivations(ProbedModel& work,
   return pass_samples;
 }
 
+int QuantizeBiases(std::vector<QuantLayer>& layers, const ProbeSession& session) {
+  torch::NoGradGuard no_grad;
+  int rounded = 0;
+  for (QuantLayer& layer : layers) {
+    if (layer.sites.size() != 1 || layer.bits > 8 || !layer.weight_params.scale.defined()) {
+      continue;
+    }
+    const std::optional<ActQuant> act = session.activation(layer.sites[0]);
+    if (!act.has_value() || act->params.bits > 8) continue;
+    // The bias the layer adds: a folded BatchNorm's shift, else the layer's own.
+    torch::Tensor& bias = layer.folded && layer.bn_bias.defined() ? layer.bn_bias : layer.bias;
+    if (!bias.defined()) continue;
+    const torch::Tensor scale =
+        layer.weight_params.scale.to(torch::kFloat) * static_cast<float>(act->scale);
+    if (!(scale > 0).all().item<bool>()) continue;
+    const torch::Tensor b = bias.detach().to(torch::kCPU, torch::kDouble);
+    const torch::Tensor codes = torch::round(b / scale.to(torch::kDouble));
+    if ((torch::abs(codes) > (int64_t{1} << 30)).any().item<bool>()) continue;
+    bias.copy_((codes.to(torch::kFloat) * scale).to(bias.device(), bias.scalar_type()));
+    ++rounded;
+  }
+  return rounded;
+}
+
 absl::Status FitWeights(std::vector<QuantLayer>& layers) {
   // Largest first, each layer on one thread: the cores stay busy to the end, and a
   // layer's search runs the same ops as alone (its result does not depend on the split).

@@ -65,6 +65,14 @@ absl::StatusOr<std::vector<QuantLayer>> PlanLayers(
 /// Puts the layer's quantized weight (BatchNorm folded) into the working model.
 void InstallWeight(QuantLayer& layer, const torch::Tensor& quantized);
 
+/// Rounds the bias of every layer with one call site, weights and input quantized at up to
+/// 8 bits, to the grid a runtime's integer kernel adds it on: integer multiples of
+/// s_x * s_w[c] (in float32, as ONNX's DequantizeLinear of int32 computes it). The model
+/// then computes what its ONNX export (int32 biases) computes. Call after the weights and
+/// activation quantizers are final, and again after InstallWeight (which restores the
+/// float bias of a folded layer). Returns the number of layers rounded.
+int QuantizeBiases(std::vector<QuantLayer>& layers, const ProbeSession& session);
+
 /// Fits every layer's per-channel weight quantizer at its bits (the clipping search of
 /// quantizer.h) and installs nearest rounding; the layers are shared out over all cores,
 /// largest first. Each layer's result is the same as fitting it alone.

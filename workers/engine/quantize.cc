@@ -20,6 +20,7 @@
 #include "workers/engine/graph_layers.h"
 #include "workers/engine/job_inputs.h"
 #include "workers/engine/labelled_data.h"
+#include "workers/engine/onnx_export.h"
 #include "workers/engine/probed_model.h"
 #include "workers/engine/ptq.h"
 #include "workers/engine/qat_training.h"
@@ -37,9 +38,20 @@ using torch::jit::Value;
 
 constexpr char kModelFile[] = "model_quantized.pt";
 constexpr char kEncodingsFile[] = "encodings.json";
+constexpr char kOnnxFile[] = "model_quantized.onnx";
 
 double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+absl::Status WriteFileBytes(const std::filesystem::path& path, const std::string& bytes) {
+  std::FILE* file = std::fopen(path.c_str(), "wb");
+  if (file == nullptr) return absl::InternalError(absl::StrCat("cannot write ", path.string()));
+  const bool written = std::fwrite(bytes.data(), 1, bytes.size(), file) == bytes.size();
+  if (std::fclose(file) != 0 || !written) {
+    return absl::InternalError(absl::StrCat("cannot write ", path.string()));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Cancelled() {
@@ -214,6 +226,8 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
                             }));
   }
   const double finetune_seconds = SecondsSince(finetune_start);
+  // Biases on the integer grid the ONNX export (and integer kernels) add them on.
+  const int biases_rounded = QuantizeBiases(layers, work->session());
 
   // --- EVALUATING: the float model, the calibrated one with nearest rounding (before
   // finetuning) and the finetuned one, all after finetuning so progress only moves forward.
@@ -243,11 +257,13 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
         finetuned_act[s] = work->session().activation(static_cast<int>(s));
         work->session().SetActivation(static_cast<int>(s), calibrated_act[s]);
       }
+      QuantizeBiases(layers, work->session());
       ASSIGN_OR_RETURN(double before, TopOne(*work, eval->inputs, labels));
       for (size_t i = 0; i < layers.size(); ++i) InstallWeight(layers[i], finetuned[i]);
       for (size_t s = 0; s < finetuned_act.size(); ++s) {
         work->session().SetActivation(static_cast<int>(s), finetuned_act[s]);
       }
+      QuantizeBiases(layers, work->session());
       accuracy["quantized_before_finetune"] = before;
       accuracy["quantized"] = after;
     }
@@ -284,6 +300,7 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
     }
   }
   const std::filesystem::path out(options.out_dir);
+  std::shared_ptr<torch::jit::Graph> exported_graph;
   RETURN_IF_ERROR(CallTorch(
       absl::StatusCode::kInternal, reason::kInternal, "cannot export the quantized model", [&] {
         torch::jit::Module& module = work->module();
@@ -308,15 +325,34 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
         }
         graph->lint();
         module.save((out / kModelFile).string());
+        exported_graph = graph;
       }));
+  // model_quantized.onnx from the same graph; a graph it cannot translate costs the job
+  // only that file.
+  RETURN_IF_ERROR(step(Stage::kExporting, 0.5, "writing model_quantized.onnx"));
+  std::vector<std::string> files = {kModelFile, kEncodingsFile};
+  nlohmann::json onnx_report;
   {
-    const std::string text = encodings.Build().dump(2) + "\n";
-    std::FILE* file = std::fopen((out / kEncodingsFile).c_str(), "wb");
-    if (file == nullptr || std::fwrite(text.data(), 1, text.size(), file) != text.size() ||
-        std::fclose(file) != 0) {
-      return absl::InternalError(absl::StrCat("cannot write ", (out / kEncodingsFile).string()));
+    const Clock::time_point onnx_start = Clock::now();
+    OnnxExportInput onnx_input;
+    onnx_input.module = &work->module();
+    onnx_input.graph = exported_graph.get();
+    for (const QuantLayer& layer : layers) onnx_input.weights[layer.name] = layer.weight_params;
+    onnx_input.sample_shape.assign(calib.sizes().begin() + 1, calib.sizes().end());
+    absl::StatusOr<std::string> onnx = ExportOnnx(onnx_input);
+    if (onnx.ok()) {
+      RETURN_IF_ERROR(WriteFileBytes(out / kOnnxFile, *onnx));
+      files.push_back(kOnnxFile);
+      onnx_report = {{"status", "exported"}, {"opset", kOnnxOpset},
+                     {"size_bytes", onnx->size()}, {"seconds", SecondsSince(onnx_start)}};
+    } else {
+      onnx_report = {{"status", "skipped"}, {"reason", std::string(onnx.status().message())}};
+      nlohmann::json& warnings = report["warnings"];
+      if (!warnings.is_array()) warnings = nlohmann::json::array();
+      warnings.push_back(absl::StrCat("no model_quantized.onnx: ", onnx.status().message()));
     }
   }
+  RETURN_IF_ERROR(WriteFileBytes(out / kEncodingsFile, encodings.Build().dump(2) + "\n"));
   const double export_seconds = SecondsSince(export_start);
 
   // --- The report.
@@ -343,16 +379,19 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
                             {"seed", options.seed},
                             {"weights", "per output channel, asymmetric, MSE (p=2.4) clipping"},
                             {"activations", "per tensor, asymmetric, at every layer's input"},
+                            {"biases", absl::StrCat("int32 at input scale x weight scale (",
+                                                    biases_rounded, " layers), else float")},
                             {"layers", per_layer}};
   if (qat) report["quantization"]["qat"] = qat_report;
   if (options.finetune == FinetuneMode::kPtq) report["quantization"]["units"] = units;
+  report["export"] = {{"onnx", onnx_report}};
   nlohmann::json& timings = report["timings_seconds"];
   if (!timings.is_object()) timings = nlohmann::json::object();
   timings["calibrate"] = calibrate_seconds;
   timings["finetune"] = finetune_seconds;
   timings["evaluate"] = evaluate_seconds;
   timings["export"] = export_seconds;
-  return std::vector<std::string>{kModelFile, kEncodingsFile};
+  return files;
 }
 
 }  // namespace ompq::engine

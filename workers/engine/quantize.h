@@ -19,7 +19,11 @@
 //                nearest rounding, and of the finetuned one.
 //   EXPORTING    model_quantized.pt: the model with its weights replaced by the quantized
 //                (BatchNorm-folded) values and aten::fake_quantize_per_tensor_affine at the
-//                input of every quantized layer, loadable by torch.jit.load; encodings.json.
+//                input of every quantized layer, loadable by torch.jit.load; encodings.json;
+//                model_quantized.onnx from the same graph (onnx_export.h), left out with
+//                the reason in report["export"]["onnx"] when the graph has an op it does
+//                not know. Before evaluation, biases are rounded to the int32 grid the ONNX
+//                export uses (QuantizeBiases), so every artifact computes the same.
 //
 // The graph work reuses the search's approach: the forward graph is inlined, layers are
 // found by graph rewriting (graph_layers.h), and a probe op at each layer's input captures
@@ -67,7 +71,7 @@ struct QuantizeOptions {
   // Bound on the inputs and targets held for one layer's reconstruction; fewer samples
   // are used for a layer whose inputs are larger.
   int64_t max_capture_bytes = int64_t{768} << 20;
-  std::string out_dir;  // model_quantized.pt and encodings.json are written here.
+  std::string out_dir;  // model_quantized.pt/.onnx and encodings.json are written here.
 };
 
 /// Checks eval data before any long work: a labelled file whose inputs the model accepts,
@@ -80,9 +84,11 @@ absl::Status CheckEvalData(const QuantizeOptions& options);
 absl::Status CheckTrainData(const QuantizeOptions& options);
 
 /// Quantizes with the bits of `report["layers"]` (the search's report), finetunes,
-/// evaluates, writes model_quantized.pt and encodings.json into options.out_dir, and adds
+/// evaluates, writes model_quantized.pt, encodings.json and (when the graph translates)
+/// model_quantized.onnx into options.out_dir, and adds
 /// to `report`: "quantization" (per-layer reconstruction errors; with QAT, "qat": epochs,
-/// lr, steps, training loss before and after), "accuracy" (with eval data) and timings
+/// lr, steps, training loss before and after), "accuracy" (with eval data), "export"
+/// ("onnx": exported or skipped with the reason) and timings
 /// "finetune", "evaluate", "export". Returns the file names written.
 /// CANCELLED when `progress` returns false.
 absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& options,
