@@ -50,7 +50,8 @@ TEST_F(JobRunTest, RunsTheStagesOnInputsLoadedOnce) {
   absl::StatusOr<std::vector<std::string>> files = (*run)->WriteReport();
   ASSERT_TRUE(files.ok()) << files.status();
   EXPECT_EQ(*files, (std::vector<std::string>{"report.json", "bit_config.json", "report.html",
-                                              "model_quantized.pt", "encodings.json"}));
+                                              "model_quantized.pt", "encodings.json",
+                                              "model_quantized.onnx"}));
   for (const std::string& file : *files) EXPECT_TRUE(fs::exists(out_ / file)) << file;
   EXPECT_EQ(stages, (std::vector<Stage>{Stage::kAnalyzing, Stage::kOrthogonality, Stage::kSolving,
                                         Stage::kCalibrating, Stage::kFinetuning,

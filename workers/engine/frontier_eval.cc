@@ -67,6 +67,7 @@ absl::Status EvaluateFrontier(const JobInputs& inputs, const torch::Tensor& cali
                      CalibrateActivations(*model, layers, calib, act_bits, max_capture_bytes,
                                           nullptr));
     (void)samples;
+    QuantizeBiases(layers, model->session());  // As the job's own model (quantize.cc).
     ASSIGN_OR_RETURN(double top1, TopOne(*model, inputs.eval->inputs, *inputs.eval->labels));
     point["top1_nearest"] = top1;
   }
