@@ -55,7 +55,7 @@ FROM debian:12 AS runtime-base
 RUN apt-get update -q && apt-get install -y -q --no-install-recommends \
       libabsl20220623 libgrpc++1.51 libgrpc29 libre2-9 libprotobuf32 \
       libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libsqlite3-0 libpqxx-6.4 libssl3 \
-      coinor-libclp1 coinor-libcoinutils3v5 libzip4 ca-certificates \
+      coinor-libclp1 coinor-libcoinutils3v5 libzip4 libonnx1 ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 ompq \
     && useradd --system --uid 10001 --gid 10001 --home-dir /data --no-create-home ompq \
