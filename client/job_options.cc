@@ -102,6 +102,14 @@ absl::StatusOr<v1::Objective> ParseObjective(absl::string_view text) {
       absl::StrCat("--objective '", text, "': use orthogonality or distortion"));
 }
 
+absl::StatusOr<v1::ExportProfile> ParseExportProfile(absl::string_view text) {
+  std::string lower = absl::AsciiStrToLower(absl::StripAsciiWhitespace(text));
+  if (lower == "default") return v1::EXPORT_PROFILE_DEFAULT;
+  if (lower == "tensorrt") return v1::EXPORT_PROFILE_TENSORRT;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--export-profile '", text, "': use default or tensorrt"));
+}
+
 std::string NormalizeJobName(absl::string_view name) {
   name = absl::StripAsciiWhitespace(name);
   if (absl::StartsWith(name, "jobs/")) return std::string(name);
@@ -180,6 +188,10 @@ absl::StatusOr<JobPlan> BuildJobPlan(const JobFlags& flags) {
   if (!flags.objective.empty()) {
     ASSIGN_OR_RETURN(v1::Objective objective, ParseObjective(flags.objective));
     spec.set_objective(objective);
+  }
+  if (!flags.export_profile.empty()) {
+    ASSIGN_OR_RETURN(v1::ExportProfile profile, ParseExportProfile(flags.export_profile));
+    spec.set_export_profile(profile);
   }
   if (!flags.finetune.empty()) {
     ASSIGN_OR_RETURN(v1::FinetuneMode mode, ParseFinetuneMode(flags.finetune));

@@ -30,6 +30,7 @@ struct JobFlags {
   std::string beta;                 // --beta: importance temperature.
   std::string finetune;             // --finetune none|ptq|qat.
   std::string objective;            // --objective orthogonality|distortion.
+  std::string export_profile;       // --export-profile default|tensorrt.
   int iters = 0;                    // --iters.
   std::optional<int> frontier_evals;  // --frontier-evals; unset: the server's default.
   int epochs = 0;                   // --epochs.
@@ -72,6 +73,9 @@ absl::StatusOr<std::pair<std::string, std::string>> ParseLabel(absl::string_view
 absl::StatusOr<v1::FinetuneMode> ParseFinetuneMode(absl::string_view text);
 /// "orthogonality" / "distortion" (any case).
 absl::StatusOr<v1::Objective> ParseObjective(absl::string_view text);
+
+/// "default" or "tensorrt" (case-insensitive).
+absl::StatusOr<v1::ExportProfile> ParseExportProfile(absl::string_view text);
 
 /// "abc" -> "jobs/abc"; "jobs/abc" unchanged.
 std::string NormalizeJobName(absl::string_view name);

@@ -31,6 +31,8 @@ void AddJobFlags(CLI::App& command, JobFlags& flags) {
   command.add_option("--finetune", flags.finetune, "none|ptq|qat");
   command.add_option("--objective", flags.objective,
                      "orthogonality|distortion: what the bit allocation optimises");
+  command.add_option("--export-profile", flags.export_profile,
+                     "default|tensorrt: tensorrt = symmetric, zero point 0 (TensorRT's form)");
   command.add_option("--iters", flags.iters, "PTQ reconstruction iterations per unit");
   command.add_option("--frontier-evals", flags.frontier_evals,
                      "frontier points whose top-1 is measured (needs --eval; default 8)");

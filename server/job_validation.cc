@@ -163,6 +163,18 @@ absl::Status CheckObjective(v1::JobSpec* spec) {
   return absl::OkStatus();
 }
 
+absl::Status CheckExportProfile(v1::JobSpec* spec) {
+  if (!v1::ExportProfile_IsValid(spec->export_profile())) {
+    return Invalid(absl::StrCat("spec.export_profile ", static_cast<int>(spec->export_profile()),
+                                " is not a known profile; use EXPORT_PROFILE_DEFAULT or "
+                                "EXPORT_PROFILE_TENSORRT"));
+  }
+  if (spec->export_profile() == v1::EXPORT_PROFILE_UNSPECIFIED) {
+    spec->set_export_profile(v1::EXPORT_PROFILE_DEFAULT);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckFinetune(v1::JobSpec* spec) {
   if (!v1::FinetuneMode_IsValid(spec->finetune())) {
     return Invalid(absl::StrCat("spec.finetune ", static_cast<int>(spec->finetune()),
@@ -262,6 +274,7 @@ absl::Status ValidateAndFillSpec(v1::JobSpec* spec) {
   RETURN_IF_ERROR(CheckSamples(spec));
   RETURN_IF_ERROR(CheckMisc(*spec));
   RETURN_IF_ERROR(CheckObjective(spec));
+  RETURN_IF_ERROR(CheckExportProfile(spec));
   return CheckFinetune(spec);
 }
 

@@ -19,7 +19,8 @@ inline constexpr v1::FinetuneMode kDefaultFinetuneMode = v1::PTQ;
 inline constexpr v1::Objective kDefaultObjective = v1::OBJECTIVE_DISTORTION;
 
 /// Checks every field of `spec` and fills defaults (weight_bits 2..8, act_bits 8,
-/// pin_first_last_bits 8, search_samples 32, calib_samples 1024, finetune as above).
+/// pin_first_last_bits 8, search_samples 32, calib_samples 1024, finetune as above,
+/// export_profile DEFAULT).
 /// INVALID_ARGUMENT for a bad field; UNIMPLEMENTED for what this version lacks (QAT and
 /// its training data). Blob existence is checked by the caller.
 absl::Status ValidateAndFillSpec(v1::JobSpec* spec);

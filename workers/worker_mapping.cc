@@ -50,6 +50,11 @@ absl::StatusOr<T> Field(const nlohmann::json& object, const std::string& path,
   }
 }
 
+engine::ExportProfile ToExportProfile(v1::ExportProfile profile) {
+  return profile == v1::EXPORT_PROFILE_TENSORRT ? engine::ExportProfile::kTensorRt
+                                                : engine::ExportProfile::kDefault;
+}
+
 }  // namespace
 
 engine::SearchOptions ToSearchOptions(const v1::JobSpec& spec, const std::string& model_path,
@@ -74,6 +79,7 @@ engine::SearchOptions ToSearchOptions(const v1::JobSpec& spec, const std::string
   } else if (spec.objective() == v1::OBJECTIVE_DISTORTION) {
     options.objective = engine::Objective::kDistortion;
   }
+  options.export_profile = ToExportProfile(spec.export_profile());
   if (spec.search_samples() != 0) options.search_samples = spec.search_samples();
   options.seed = spec.seed();
   options.device = device;
@@ -94,6 +100,7 @@ engine::QuantizeOptions ToQuantizeOptions(const v1::JobSpec& spec, const std::st
                      : spec.finetune() == v1::QAT ? engine::FinetuneMode::kQat
                                                   : engine::FinetuneMode::kPtq;
   if (spec.act_bits() != 0) options.act_bits = spec.act_bits();
+  options.export_profile = ToExportProfile(spec.export_profile());
   if (spec.calib_samples() > 0) options.calib_samples = spec.calib_samples();
   options.frontier_evals = spec.has_frontier_evals()
                                ? spec.frontier_evals()

@@ -105,6 +105,7 @@ TEST(BuildJobPlan, EveryOption) {
   flags.pins = {"fc=8", "layer1\\..*=6"};
   flags.beta = "2.5";
   flags.finetune = "qat";
+  flags.export_profile = "TensorRT";
   flags.epochs = 3;
   flags.lr = 0.01;
   flags.train = "train.npz";
@@ -129,6 +130,7 @@ TEST(BuildJobPlan, EveryOption) {
   EXPECT_EQ(spec.pins(1).bits(), 6);
   EXPECT_DOUBLE_EQ(spec.beta(), 2.5);
   EXPECT_EQ(spec.finetune(), v1::QAT);
+  EXPECT_EQ(spec.export_profile(), v1::EXPORT_PROFILE_TENSORRT);
   EXPECT_EQ(spec.epochs(), 3);
   EXPECT_EQ(spec.search_samples(), 64);
   EXPECT_EQ(spec.seed(), 7);
@@ -160,6 +162,8 @@ TEST(BuildJobPlan, RefusesBadInputNamingTheFlag) {
       {[](JobFlags& f) { f.frontier_evals = 99; }, "--frontier-evals must be in 0..24"},
       {[](JobFlags& f) { f.objective = "accuracy"; }, "--objective 'accuracy': use orthogonality or "
                                                       "distortion"},
+      {[](JobFlags& f) { f.export_profile = "openvino"; },
+       "--export-profile 'openvino': use default or tensorrt"},
       {[](JobFlags& f) { f.search_samples = 1; }, "--search-samples"},
       {[](JobFlags& f) { f.iters = -5; }, "--iters"},
       {[](JobFlags& f) { f.timeout = "soon"; }, "--timeout"},

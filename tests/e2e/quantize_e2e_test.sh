@@ -82,6 +82,24 @@ grep -q -- "--frontier-evals measures top-1 on the eval data" "$WORK/frontier_no
   fail "frontier-evals without eval: no reason"
 pass "quantize --objective distortion; bad --objective and --frontier-evals refused (exit 2)"
 
+# The TensorRT profile: symmetric grids end to end, and ONNX Runtime gives the report's top-1.
+run_ctl 0 tensorrt quantize model.pt --calib calib.pt --size "$BUDGET" --eval eval.pt \
+  --export-profile tensorrt --finetune none --frontier-evals 0 --out "$WORK/tensorrt"
+[[ $(json_get "$WORK/tensorrt/report.json" 'd["quantization"]["export_profile"]') == tensorrt ]] ||
+  fail "tensorrt: quantization.export_profile"
+[[ $(json_get "$WORK/tensorrt/report.json" 'd["export"]["onnx"]["profile"]') == tensorrt ]] ||
+  fail "tensorrt: export.onnx.profile"
+[[ $(json_get "$WORK/tensorrt/encodings.json" \
+   'all(e[0]["is_symmetric"] == "True" for e in d["activation_encodings"].values())') == True ]] ||
+  fail "tensorrt: activation encodings are not symmetric"
+"$PY" "$HERE/../engine/check_quantized_model.py" "$WORK/tensorrt" eval.pt \
+  >"$WORK/pycheck_tensorrt.out" 2>&1 ||
+  { cat "$WORK/pycheck_tensorrt.out" >&2; fail "tensorrt: the exported models disagree with the report"; }
+run_ctl 2 bad_profile quantize model.pt --calib calib.pt --size "$BUDGET" --export-profile fast \
+  --out "$WORK/bad"
+grep -q "use default or tensorrt" "$WORK/bad_profile.err" || fail "bad profile: no reason"
+pass "quantize --export-profile tensorrt: symmetric encodings, ONNX Runtime agrees; bad profile refused"
+
 # QAT: trains on labelled data (the eval file, labelled by the float model) with the
 # step sizes learned; the same artifacts, the report says what training did.
 run_ctl 0 quantize_qat quantize model.pt --calib calib.pt --size "$BUDGET" --eval eval.pt \

@@ -61,7 +61,7 @@ TEST_P(CalibrationTest, OnePassEqualsLayerByLayer) {
   ASSERT_EQ(layers.size(), reference.size());
 
   // Weights: all cores at once against one layer at a time.
-  ASSERT_TRUE(FitWeights(layers).ok());
+  ASSERT_TRUE(FitWeights(layers, ExportProfile::kDefault).ok());
   for (QuantLayer& layer : reference) {
     IntraOpThreads one_thread(1);
     QuantizerOptions options;

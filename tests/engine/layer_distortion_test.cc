@@ -40,7 +40,7 @@ TEST_P(LayerDistortionTest, MatchesIndependentComputation) {
   const std::vector<int> bits = {2, 3, 4, 5, 6, 7, 8};
   absl::StatusOr<std::vector<std::vector<double>>> distortion = LayerDistortions(
       features->weights, features->input_energy,
-      std::vector<std::vector<int>>(features->layers.size(), bits));
+      std::vector<std::vector<int>>(features->layers.size(), bits), ExportProfile::kDefault);
   ASSERT_TRUE(distortion.ok()) << distortion.status();
   ASSERT_EQ(expected.size(), features->layers.size());
   for (size_t i = 0; i < features->layers.size(); ++i) {
@@ -64,14 +64,14 @@ INSTANTIATE_TEST_SUITE_P(Models, LayerDistortionTest,
 
 TEST(LayerDistortion, RefusesMismatchedEnergy) {
   const torch::Tensor weight = torch::randn({8, 4, 3, 3});
-  EXPECT_FALSE(LayerDistortion(weight, torch::ones({3}), {4}).ok());
+  EXPECT_FALSE(LayerDistortion(weight, torch::ones({3}), {4}, ExportProfile::kDefault).ok());
   // Groups: 8 input channels read 4 at a time by 8 outputs (2 groups) is fine.
-  EXPECT_TRUE(LayerDistortion(weight, torch::ones({8}), {4}).ok());
+  EXPECT_TRUE(LayerDistortion(weight, torch::ones({8}), {4}, ExportProfile::kDefault).ok());
 }
 
 TEST(LayerDistortion, ZeroWeightHasNoDistortion) {
   absl::StatusOr<std::vector<double>> d =
-      LayerDistortion(torch::zeros({4, 3}), torch::ones({3}), {2, 8});
+      LayerDistortion(torch::zeros({4, 3}), torch::ones({3}), {2, 8}, ExportProfile::kDefault);
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_EQ((*d)[0], 0.0);
   EXPECT_EQ((*d)[1], 0.0);

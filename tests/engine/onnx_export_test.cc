@@ -1,16 +1,19 @@
 // model_quantized.onnx (workers/engine/onnx_export.h) on torchvision CNN families made by
 // real PyTorch (tests/models/make_onnx_models.py), quantized with nearest rounding at
-// activations 8 and 4: the file is exported, its weights are int8 codes with per-channel
-// DequantizeLinear named as in encodings.json, its activations are Q -> Clip -> DQ at the
-// b-bit range under the encodings' names, and ONNX Runtime (check_quantized_model.py via
-// onnxruntime-node) gives the report's top-1. A model with an op the export does not know
-// still succeeds, without the ONNX file and with the op and module named.
+// activations 8 and 4, in both export profiles: the file is exported, its weights are int8
+// codes with per-channel DequantizeLinear named as in encodings.json, its activations are
+// Q -> Clip -> DQ at the b-bit range under the encodings' names (tensorrt: float Clip ->
+// Q -> DQ, int8 with zero point 0 throughout, float biases), and ONNX Runtime
+// (check_quantized_model.py via onnxruntime-node) gives the report's top-1. A model with an op the
+// export does not know still succeeds, without the ONNX file and with the op and module named.
 #include <gtest/gtest.h>
 #include <onnx/onnx_pb.h>
 #include <torch/script.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -41,14 +44,34 @@ std::string Slurp(const fs::path& path) {
 struct Case {
   std::string model;
   int act_bits;
+  ExportProfile profile = ExportProfile::kDefault;
 };
 
 void PrintTo(const Case& c, std::ostream* os) {
-  *os << c.model << " at activations " << c.act_bits;
+  *os << c.model << " at activations " << c.act_bits << ", profile "
+      << ExportProfileName(c.profile);
 }
 
 std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
-  return info.param.model + "_a" + std::to_string(info.param.act_bits);
+  return info.param.model + "_a" + std::to_string(info.param.act_bits) +
+         (info.param.profile == ExportProfile::kTensorRt ? "_tensorrt" : "");
+}
+
+std::vector<Case> Families() {
+  std::vector<Case> cases;
+  for (ExportProfile profile : {ExportProfile::kDefault, ExportProfile::kTensorRt}) {
+    for (const char* model : {"shufflenet", "mobilenet_v3", "squeezenet", "efficientnet", "regnet",
+                              "googlenet", "convnext"}) {
+      for (int act_bits : {8, 4}) cases.push_back(Case{model, act_bits, profile});
+    }
+  }
+  return cases;
+}
+
+float FloatAt(const onnx::TensorProto& t) {
+  float v = 0;
+  if (t.raw_data().size() >= sizeof v) std::memcpy(&v, t.raw_data().data(), sizeof v);
+  return v;
 }
 
 class OnnxExportTest : public ::testing::TestWithParam<Case> {
@@ -62,8 +85,10 @@ class OnnxExportTest : public ::testing::TestWithParam<Case> {
 
   // Search at the size halfway along the frontier (a mixed allocation), then quantize
   // with nearest rounding and evaluate.
-  nlohmann::json Quantize(const std::string& model, int act_bits, std::vector<std::string>* files) {
+  nlohmann::json Quantize(const std::string& model, int act_bits, std::vector<std::string>* files,
+                          ExportProfile profile = ExportProfile::kDefault) {
     SearchOptions search;
+    search.export_profile = profile;
     search.model_path = ModelInput(model + ".pt");
     search.calib_path = ModelInput("calib.pt");
     search.size_budget_bytes = int64_t{1} << 40;
@@ -86,6 +111,7 @@ class OnnxExportTest : public ::testing::TestWithParam<Case> {
     options.eval_path = ModelInput(model + ".eval.pt");
     options.finetune = FinetuneMode::kNone;
     options.act_bits = act_bits;
+    options.export_profile = profile;
     options.out_dir = out_.string();
     absl::StatusOr<std::vector<std::string>> written = RunQuantization(options, report, nullptr);
     EXPECT_TRUE(written.ok()) << written.status();
@@ -99,9 +125,12 @@ class OnnxExportTest : public ::testing::TestWithParam<Case> {
 TEST_P(OnnxExportTest, RunsInOnnxRuntimeWithTheReportsAccuracy) {
   const Case& c = GetParam();
   std::vector<std::string> files;
-  nlohmann::json report = Quantize(c.model, c.act_bits, &files);
+  nlohmann::json report = Quantize(c.model, c.act_bits, &files, c.profile);
   ASSERT_FALSE(report.is_null());
   ASSERT_EQ(report["export"]["onnx"]["status"], "exported") << report["export"].dump();
+  const bool tensorrt = c.profile == ExportProfile::kTensorRt;
+  EXPECT_EQ(report["export"]["onnx"]["profile"], ExportProfileName(c.profile));
+  EXPECT_EQ(report["quantization"]["export_profile"], ExportProfileName(c.profile));
   EXPECT_NE(std::find(files.begin(), files.end(), "model_quantized.onnx"), files.end());
 
   onnx::ModelProto model;
@@ -141,22 +170,41 @@ TEST_P(OnnxExportTest, RunsInOnnxRuntimeWithTheReportsAccuracy) {
       EXPECT_EQ(zeros[k],
                 -channels[k]["offset"].get<int>() - (1 << (channels[k]["bitwidth"].get<int>() - 1)))
           << name << " channel " << k;
+      if (tensorrt) EXPECT_EQ(zeros[k], 0) << name << " channel " << k;
+      EXPECT_EQ(channels[k]["is_symmetric"], tensorrt ? "True" : "False") << name;
     }
     const int8_t* values = reinterpret_cast<const int8_t*>(codes.raw_data().data());
     const int bits = channels[0]["bitwidth"];
     for (size_t i = 0; i < codes.raw_data().size(); ++i) {
-      ASSERT_GE(values[i], -(1 << (bits - 1))) << name << " code below " << bits << " bits";
+      // TensorRT's weight codes stop at -(2^(b-1) - 1): -127 at 8 bits.
+      ASSERT_GE(values[i], -(1 << (bits - 1)) + (tensorrt ? 1 : 0))
+          << name << " code below " << bits << " bits";
       ASSERT_LT(values[i], 1 << (bits - 1)) << name << " code above " << bits << " bits";
     }
   }
   // Activations: the encodings' names are DequantizeLinear outputs; below 8 bits a Clip to
-  // the code range sits between Q and DQ.
-  for (const auto& [name, encoding] : encodings["activation_encodings"].items()) {
+  // the code range sits between Q and DQ (tensorrt: a float Clip at the encoding's bounds
+  // before an int8 Q with zero point 0).
+  for (const auto& [name, entry] : encodings["activation_encodings"].items()) {
+    const nlohmann::json& encoding = entry.is_array() ? entry[0] : entry;
     ASSERT_TRUE(producer.count(name)) << name;
     const onnx::NodeProto& dq = *producer[name];
     EXPECT_EQ(dq.op_type(), "DequantizeLinear") << name;
     const onnx::NodeProto& before = *producer.at(dq.input(0));
-    if (c.act_bits < 8) {
+    if (tensorrt) {
+      ASSERT_EQ(before.op_type(), "QuantizeLinear") << name;
+      const onnx::TensorProto& zero_point = *initializers.at(before.input(2));
+      EXPECT_EQ(zero_point.data_type(), onnx::TensorProto::INT8) << name;
+      EXPECT_EQ(zero_point.raw_data(), std::string(1, '\0')) << name;
+      EXPECT_EQ(encoding["is_symmetric"], "True") << name;
+      if (c.act_bits < 8) {
+        const onnx::NodeProto& clip = *producer.at(before.input(0));
+        ASSERT_EQ(clip.op_type(), "Clip") << name;
+        const double max = encoding["max"].get<double>(), min = encoding["min"].get<double>();
+        EXPECT_NEAR(FloatAt(*initializers.at(clip.input(1))), min, 1e-6 * std::abs(min)) << name;
+        EXPECT_NEAR(FloatAt(*initializers.at(clip.input(2))), max, 1e-6 * std::abs(max)) << name;
+      }
+    } else if (c.act_bits < 8) {
       ASSERT_EQ(before.op_type(), "Clip") << name;
       const onnx::TensorProto& hi = *initializers.at(before.input(2));
       EXPECT_EQ(static_cast<uint8_t>(hi.raw_data()[0]), (1 << c.act_bits) - 1) << name;
@@ -165,6 +213,17 @@ TEST_P(OnnxExportTest, RunsInOnnxRuntimeWithTheReportsAccuracy) {
     }
   }
   EXPECT_GT(encodings["activation_encodings"].size(), 0u);
+  // TensorRT's parser takes int8 Q/DQ only: no uint8 or int32 tensor anywhere.
+  int int32_biases = 0;
+  for (const onnx::TensorProto& t : graph.initializer()) {
+    if (tensorrt) EXPECT_NE(t.data_type(), onnx::TensorProto::UINT8) << t.name();
+    int32_biases += t.data_type() == onnx::TensorProto::INT32;
+  }
+  if (tensorrt) {
+    EXPECT_EQ(int32_biases, 0);
+  } else {
+    EXPECT_GT(int32_biases, 0);
+  }
 
   // The runtime's view, against the report and the TorchScript export.
   ASSERT_TRUE(WriteArtifacts(report, out_.string()).ok());
@@ -173,15 +232,7 @@ TEST_P(OnnxExportTest, RunsInOnnxRuntimeWithTheReportsAccuracy) {
   EXPECT_EQ(std::system(command.c_str()), 0) << command;
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, OnnxExportTest,
-                         ::testing::Values(Case{"shufflenet", 8}, Case{"shufflenet", 4},
-                                           Case{"mobilenet_v3", 8}, Case{"mobilenet_v3", 4},
-                                           Case{"squeezenet", 8}, Case{"squeezenet", 4},
-                                           Case{"efficientnet", 8}, Case{"efficientnet", 4},
-                                           Case{"regnet", 8}, Case{"regnet", 4},
-                                           Case{"googlenet", 8}, Case{"googlenet", 4},
-                                           Case{"convnext", 8}, Case{"convnext", 4}),
-                         CaseName);
+INSTANTIATE_TEST_SUITE_P(Families, OnnxExportTest, ::testing::ValuesIn(Families()), CaseName);
 
 class OnnxSkipTest : public OnnxExportTest {};
 

@@ -161,6 +161,32 @@ TEST(QuantizerTest, UnsignedAndSymmetricActivationGrids) {
   EXPECT_GT(sym->scale.item<double>(), 2 * m * 0.2 / 255);
 }
 
+TEST(QuantizerTest, TensorRtWeightsUseTheNarrowSymmetricRange) {
+  // --export-profile tensorrt: signed codes within +-(2^(b-1) - 1), zero point 2^(b-1) (0
+  // once shifted), and the largest magnitude of a channel on the grid's last code.
+  torch::Tensor w = ReferenceTensor("conv_w");
+  for (int bits : {2, 4, 8}) {
+    QuantizerOptions o = WeightQuantizerOptions(bits, ExportProfile::kTensorRt);
+    o.num_candidates = 1;  // No clipping: the range is the channel's own.
+    absl::StatusOr<QuantParams> params = FitWeightQuantizer(w, o);
+    ASSERT_TRUE(params.ok()) << params.status();
+    EXPECT_TRUE(params->symmetric && params->narrow_range);
+    EXPECT_EQ(params->quant_min(), 1);
+    EXPECT_TRUE((params->zero_point == (1 << (bits - 1))).all().item<bool>()) << bits;
+    absl::StatusOr<torch::Tensor> codes = Quantize(w, *params);
+    ASSERT_TRUE(codes.ok());
+    EXPECT_GE(codes->min().item<int64_t>(), 1) << bits;
+    torch::Tensor m = std::get<0>(w.reshape({w.size(0), -1}).abs().max(1)).to(torch::kDouble);
+    EXPECT_TRUE(torch::allclose(params->scale, m / ((1 << (bits - 1)) - 1), 1e-12)) << bits;
+    const std::vector<Encoding> e = EncodingsOf(*params);
+    EXPECT_DOUBLE_EQ(e[0].min, -e[0].max) << bits;
+  }
+  QuantizerOptions asymmetric_narrow;
+  asymmetric_narrow.narrow_range = true;
+  EXPECT_FALSE(FitWeightQuantizer(w, asymmetric_narrow).ok());
+  EXPECT_FALSE(WeightQuantizerOptions(8, ExportProfile::kDefault).symmetric);
+}
+
 TEST(QuantizerTest, SearchClipsAnOutlier) {
   // Channel 0 of conv_w has one value at 12 standard deviations: at 3 bits the search
   // gives up on it, so its scale is below the plain min/max one.

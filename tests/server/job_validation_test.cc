@@ -33,6 +33,7 @@ TEST(JobValidationTest, FillsDefaults) {
   EXPECT_EQ(spec.calib_samples(), 1024);
   EXPECT_EQ(spec.finetune(), v1::PTQ);
   EXPECT_EQ(spec.objective(), kDefaultObjective);
+  EXPECT_EQ(spec.export_profile(), v1::EXPORT_PROFILE_DEFAULT);
   ASSERT_TRUE(spec.has_frontier_evals());
   EXPECT_EQ(spec.frontier_evals(), spec.eval_digest().empty() ? 0 : 8);
 }
@@ -159,6 +160,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadSpecCase{"UnknownObjective",
                     [](v1::JobSpec& s) { s.set_objective(static_cast<v1::Objective>(7)); },
                     kInvalid, "use OBJECTIVE_ORTHOGONALITY or OBJECTIVE_DISTORTION"},
+        BadSpecCase{"UnknownExportProfile",
+                    [](v1::JobSpec& s) { s.set_export_profile(static_cast<v1::ExportProfile>(9)); },
+                    kInvalid, "spec.export_profile 9 is not a known profile; use "
+                              "EXPORT_PROFILE_DEFAULT or EXPORT_PROFILE_TENSORRT"},
         BadSpecCase{"FrontierEvalsWithoutEval",
                     [](v1::JobSpec& s) { s.set_frontier_evals(3); }, kInvalid,
                     "spec.frontier_evals: measuring the frontier's top-1 needs eval data"},

@@ -19,6 +19,7 @@ TEST(ToSearchOptions, AbsentFieldsKeepEngineDefaults) {
   EXPECT_EQ(options.pin_first_last_bits, 8);  // Absent means 8.
   EXPECT_FALSE(options.beta.has_value());
   EXPECT_EQ(options.search_samples, 32);
+  EXPECT_EQ(options.export_profile, engine::ExportProfile::kDefault);
   EXPECT_EQ(options.device, "cpu");
 }
 
@@ -35,6 +36,7 @@ TEST(ToSearchOptions, CopiesEveryGivenField) {
   spec.set_beta(0.5);
   spec.set_search_samples(16);
   spec.set_seed(42);
+  spec.set_export_profile(v1::EXPORT_PROFILE_TENSORRT);
   engine::SearchOptions options = ToSearchOptions(spec, "m", "c", "cuda:1");
   EXPECT_FALSE(options.size_budget_bytes.has_value());
   EXPECT_EQ(options.bops_budget, 75000000000);
@@ -46,7 +48,10 @@ TEST(ToSearchOptions, CopiesEveryGivenField) {
   EXPECT_EQ(options.beta, 0.5);
   EXPECT_EQ(options.search_samples, 16);
   EXPECT_EQ(options.seed, 42);
+  EXPECT_EQ(options.export_profile, engine::ExportProfile::kTensorRt);
   EXPECT_EQ(options.device, "cuda:1");
+  EXPECT_EQ(ToQuantizeOptions(spec, "m", "c", "", "", "cpu", "out").export_profile,
+            engine::ExportProfile::kTensorRt);
 }
 
 nlohmann::json SampleReport() {

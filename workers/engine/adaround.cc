@@ -124,6 +124,7 @@ absl::StatusOr<AdaRoundWeight> AdaRoundWeight::Create(const torch::Tensor& weigh
     ada.scale_ = s.to(torch::kFloat);
     ada.zero_ = z.to(torch::kFloat);
     ada.v_ = torch::log(p / (1 - p)).to(torch::kFloat).set_requires_grad(true);
+    ada.quant_min_ = static_cast<double>(params.quant_min());
     ada.quant_max_ = static_cast<double>(params.quant_max());
     return ada;
   } catch (const c10::Error& e) {
@@ -136,7 +137,7 @@ torch::Tensor AdaRoundWeight::H() const {
 }
 
 torch::Tensor AdaRoundWeight::SoftWeight() const {
-  return scale_ * (torch::clamp(floor_ + H(), 0.0, quant_max_) - zero_);
+  return scale_ * (torch::clamp(floor_ + H(), quant_min_, quant_max_) - zero_);
 }
 
 torch::Tensor AdaRoundWeight::Regularizer(double beta) const {
@@ -145,7 +146,7 @@ torch::Tensor AdaRoundWeight::Regularizer(double beta) const {
 
 torch::Tensor AdaRoundWeight::HardCodes() const {
   torch::NoGradGuard no_grad;
-  return (floor_ + (v_ >= 0).to(torch::kFloat)).clamp(0.0, quant_max_).to(torch::kLong);
+  return (floor_ + (v_ >= 0).to(torch::kFloat)).clamp(quant_min_, quant_max_).to(torch::kLong);
 }
 
 torch::Tensor AdaRoundWeight::NearestCodes() const { return nearest_.to(torch::kLong); }

@@ -78,6 +78,7 @@ class AdaRoundWeight {
   torch::Tensor scale_;    // [O, 1, ...] float32, broadcasts against the weight.
   torch::Tensor zero_;     // [O, 1, ...] float32.
   torch::Tensor v_;        // The rounding variable, float32, requires grad.
+  double quant_min_ = 0;
   double quant_max_ = 0;
 };
 

@@ -9,7 +9,8 @@
 //    "param_encodings": {"<layer>.weight": [one such object per output channel]}}
 //
 // As in AIMET, is_symmetric is the string "True" or "False" and offset = -zero_point, so
-// a value is (q + offset) * scale for an unsigned code q in [0, 2^bitwidth - 1].
+// a value is (q + offset) * scale for an unsigned code q in [0, 2^bitwidth - 1] (from 1
+// in the tensorrt profile's narrow weight range, where min = -max).
 #ifndef OMPQ_WORKERS_ENGINE_ENCODINGS_H_
 #define OMPQ_WORKERS_ENGINE_ENCODINGS_H_
 

@@ -30,7 +30,8 @@ std::vector<size_t> FrontierEvalPoints(size_t points, int evals) {
 }
 
 absl::Status EvaluateFrontier(const JobInputs& inputs, const torch::Tensor& calib, int act_bits,
-                              int64_t max_capture_bytes, int evals, nlohmann::json& report,
+                              ExportProfile profile, int64_t max_capture_bytes, int evals,
+                              nlohmann::json& report,
                               const std::function<bool(int, int)>& progress) {
   if (!inputs.eval.has_value() || evals <= 0 || !report.contains("frontier") ||
       !report["frontier"].is_array()) {
@@ -62,10 +63,10 @@ absl::Status EvaluateFrontier(const JobInputs& inputs, const torch::Tensor& cali
     ASSIGN_OR_RETURN(LoadedModel copy, CopyModel(inputs.model));
     ASSIGN_OR_RETURN(std::unique_ptr<ProbedModel> model, ProbedModel::Create(std::move(copy)));
     ASSIGN_OR_RETURN(std::vector<QuantLayer> layers, PlanLayers(*model, bits));
-    RETURN_IF_ERROR(FitWeights(layers));
-    ASSIGN_OR_RETURN(const int64_t samples,
-                     CalibrateActivations(*model, layers, calib, act_bits, max_capture_bytes,
-                                          nullptr));
+    RETURN_IF_ERROR(FitWeights(layers, profile));
+    ASSIGN_OR_RETURN(
+        const int64_t samples,
+        CalibrateActivations(*model, layers, calib, act_bits, profile, max_capture_bytes, nullptr));
     (void)samples;
     QuantizeBiases(layers, model->session());  // As the job's own model (quantize.cc).
     ASSIGN_OR_RETURN(double top1, TopOne(*model, inputs.eval->inputs, *inputs.eval->labels));

@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "nlohmann/json.hpp"
 #include "workers/engine/job_inputs.h"
+#include "workers/engine/quantizer.h"
 
 namespace ompq::engine {
 
@@ -20,12 +21,14 @@ namespace ompq::engine {
 std::vector<size_t> FrontierEvalPoints(size_t points, int evals);
 
 /// For each point FrontierEvalPoints picks from report["frontier"]: a fresh copy of the
-/// model with the point's weight bits at nearest rounding, activations at `act_bits`
+/// model with the point's weight bits at nearest rounding, activations at `act_bits`, on
+/// the grid of `profile` (as the job's own model),
 /// calibrated in one pass over `calib`, then top-1 on the eval data, added as "top1_nearest".
 /// `progress(done, total)` returning false cancels (CANCELLED). A report without a frontier
 /// or inputs without eval data are left as they are.
 absl::Status EvaluateFrontier(const JobInputs& inputs, const torch::Tensor& calib, int act_bits,
-                              int64_t max_capture_bytes, int evals, nlohmann::json& report,
+                              ExportProfile profile, int64_t max_capture_bytes, int evals,
+                              nlohmann::json& report,
                               const std::function<bool(int, int)>& progress);
 
 }  // namespace ompq::engine

@@ -46,9 +46,8 @@ int64_t DistortionRowStride(int64_t rows, int64_t row_size) {
   return std::max<int64_t>(1, (rows + wanted - 1) / wanted);
 }
 
-QuantizerOptions DistortionQuantizerOptions(int bits) {
-  QuantizerOptions options;
-  options.bits = bits;
+QuantizerOptions DistortionQuantizerOptions(int bits, ExportProfile profile) {
+  QuantizerOptions options = WeightQuantizerOptions(bits, profile);
   options.num_candidates = 10;
   options.ratio_step = 0.08;
   return options;
@@ -77,7 +76,8 @@ torch::Tensor InputChannelEnergy(const torch::Tensor& input, bool linear) {
 
 absl::StatusOr<std::vector<double>> LayerDistortion(const torch::Tensor& weight,
                                                     const torch::Tensor& input_energy,
-                                                    const std::vector<int>& bits) {
+                                                    const std::vector<int>& bits,
+                                                    ExportProfile profile) {
   if (!weight.defined() || weight.dim() < 2) {
     return absl::InvalidArgumentError("distortion: a weight [O, C, ...] is needed");
   }
@@ -105,7 +105,8 @@ absl::StatusOr<std::vector<double>> LayerDistortion(const torch::Tensor& weight,
         distortion.push_back(0.0);
         continue;
       }
-      ASSIGN_OR_RETURN(QuantParams params, FitWeightQuantizer(w, DistortionQuantizerOptions(b)));
+      ASSIGN_OR_RETURN(QuantParams params,
+                       FitWeightQuantizer(w, DistortionQuantizerOptions(b, profile)));
       ASSIGN_OR_RETURN(torch::Tensor quantized, QuantizeDequantize(w, params));
       const double error = ((quantized - w).square() * h).sum(torch::kDouble).item<double>();
       const double d = error / energy;
@@ -120,7 +121,7 @@ absl::StatusOr<std::vector<double>> LayerDistortion(const torch::Tensor& weight,
 
 absl::StatusOr<std::vector<std::vector<double>>> LayerDistortions(
     const std::vector<torch::Tensor>& weights, const std::vector<torch::Tensor>& input_energy,
-    const std::vector<std::vector<int>>& bits) {
+    const std::vector<std::vector<int>>& bits, ExportProfile profile) {
   if (weights.size() != input_energy.size() || weights.size() != bits.size()) {
     return absl::InvalidArgumentError("distortion: one weight, energy and bit list per layer");
   }
@@ -137,7 +138,8 @@ absl::StatusOr<std::vector<std::vector<double>>> LayerDistortions(
   // region LibTorch runs each op on the calling thread alone.
   at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
     for (size_t k = next++; k < n; k = next++) {
-      results[order[k]] = LayerDistortion(weights[order[k]], input_energy[order[k]], bits[order[k]]);
+      results[order[k]] =
+          LayerDistortion(weights[order[k]], input_energy[order[k]], bits[order[k]], profile);
     }
   });
   std::vector<std::vector<double>> out;

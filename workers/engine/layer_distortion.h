@@ -26,8 +26,8 @@ namespace ompq::engine {
 
 /// The clipping search of D_i(b): 10 ratios from 1 down to 0.28 (the PTQ stage searches 80
 /// from 1 to 0.21). D ranks bit-widths, about 4x apart each; the coarser grid moves it by
-/// far less.
-QuantizerOptions DistortionQuantizerOptions(int bits);
+/// far less. The grid is the profile's (symmetric for kTensorRt), as the job's own.
+QuantizerOptions DistortionQuantizerOptions(int bits, ExportProfile profile);
 
 /// Weight elements of a layer D is measured on, at most (more when one channel is larger).
 inline constexpr int64_t kDistortionElements = int64_t{1} << 16;
@@ -51,13 +51,14 @@ torch::Tensor InputChannelEnergy(const torch::Tensor& x, bool linear);
 /// (all-zero weights or inputs) has D = 0 at every width.
 absl::StatusOr<std::vector<double>> LayerDistortion(const torch::Tensor& weight,
                                                     const torch::Tensor& input_energy,
-                                                    const std::vector<int>& bits);
+                                                    const std::vector<int>& bits,
+                                                    ExportProfile profile);
 
 /// LayerDistortion for every layer, the layers shared out over all cores (largest first);
 /// each result is the same as computing it alone.
 absl::StatusOr<std::vector<std::vector<double>>> LayerDistortions(
     const std::vector<torch::Tensor>& weights, const std::vector<torch::Tensor>& input_energy,
-    const std::vector<std::vector<int>>& bits);
+    const std::vector<std::vector<int>>& bits, ExportProfile profile);
 
 }  // namespace ompq::engine
 

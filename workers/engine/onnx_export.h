@@ -13,6 +13,9 @@
 //   biases       of a layer whose input is fake-quantized: DequantizeLinear of int32 codes at
 //                scale s_x * s_w (per channel), the form runtimes fuse into integer kernels.
 //   BatchNorm    folded into its layer at quantization; the x + shift it leaves joins the bias.
+//   tensorrt     (ExportProfile::kTensorRt, symmetric grids) the form TensorRT's ONNX parser
+//                takes: activations Clip (float, below 8 bits) -> QuantizeLinear(int8, zero
+//                point 0) -> DequantizeLinear; weights' zero points are 0; biases stay float.
 //
 // The translation covers the ops of the supported CNN families (convolutions, linear and
 // matmul, activations, elementwise arithmetic, pools, means, flatten/reshape/view, concat,
@@ -44,6 +47,10 @@ struct OnnxExportInput {
   // The weight quantizer of each quantized layer, by layer name (graph_layers.h names).
   std::unordered_map<std::string, QuantParams> weights;
   std::vector<int64_t> sample_shape;  // One input without the batch dimension.
+  // kTensorRt: int8 activations with zero point 0 (a float Clip before the Q below 8 bits,
+  // where TensorRT's parser keeps it) and float biases; the model must have been quantized
+  // on that profile's symmetric grid.
+  ExportProfile profile = ExportProfile::kDefault;
 };
 
 /// The serialized ONNX model. FAILED_PRECONDITION naming the op and its module path when

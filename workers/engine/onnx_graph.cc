@@ -201,6 +201,10 @@ absl::StatusOr<Entry> OnnxGraph::DequantizedWeight(const torch::Tensor& weight,
   // keeps integer kernels' intermediate sums (e.g. int16 pairs on AVX2) from saturating.
   const std::string name = layer + ".weight";
   const int64_t centre = int64_t{1} << (params.bits - 1);
+  if (signed_int8_ && (params.zero_point != centre).any().item<bool>()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the weight of ", layer, " is not on a symmetric grid (the tensorrt profile needs one)"));
+  }
   Initializer((*codes - centre).to(torch::kChar), name);
   Initializer(scale.to(torch::kFloat), name + ".scale");
   Initializer((params.zero_point - centre).to(torch::kChar), name + ".zero_point");
@@ -212,6 +216,7 @@ absl::StatusOr<Entry> OnnxGraph::DequantizedWeight(const torch::Tensor& weight,
 std::optional<Entry> OnnxGraph::DequantizedBias(const torch::Tensor& bias, float act_scale,
                                                 const QuantParams& weight,
                                                 const std::string& name) {
+  if (signed_int8_) return std::nullopt;
   // The scale a runtime's integer kernel gives the accumulator, in float32 as it does.
   torch::Tensor scale = weight.scale.to(torch::kFloat) * act_scale;
   if (!(scale > 0).all().item<bool>()) return std::nullopt;
@@ -237,6 +242,27 @@ std::optional<Entry> OnnxGraph::DequantizedBias(const torch::Tensor& bias, float
 Entry OnnxGraph::FakeQuantize(const Entry& x, double scale, int64_t zero_point, int64_t quant_min,
                               int64_t quant_max, const std::string& name) {
   const Entry s = Scalar(scale, TensorProto::FLOAT);
+  if (signed_int8_ && quant_max <= 255) {
+    // Codes q - z with z = 2^(b-1) are the signed b-bit range; TensorRT's Q/DQ are int8
+    // only, so a narrower range is a float Clip at its bounds first: round(clip(x / s))
+    // equals clip(round(x / s)) since the bounds are integers.
+    if (quant_min != 0 || zero_point != (quant_max + 1) / 2) {
+      throw Unsupported(absl::StrCat("an activation quantizer with zero point ", zero_point,
+                                     " over [", quant_min, ", ", quant_max,
+                                     "]: the tensorrt profile needs a symmetric one"));
+    }
+    Entry v = x;
+    if (quant_max < 255) {
+      v = Clip(x, static_cast<double>(quant_min - zero_point) * scale,
+               static_cast<double>(quant_max - zero_point) * scale);
+    }
+    const Entry z = Constant(torch::scalar_tensor(0, torch::kChar));
+    Entry q = Add("QuantizeLinear", {v.name, s.name, z.name}, x.rank, TensorProto::INT8);
+    Entry out = Add("DequantizeLinear", {q.name, s.name, z.name}, x.rank, TensorProto::FLOAT,
+                    nullptr, name);
+    out.act_scale = static_cast<float>(scale);
+    return out;
+  }
   if (quant_min >= 0 && quant_max <= 255) {
     const Entry z = Constant(torch::scalar_tensor(zero_point, torch::kByte));
     Entry q = Add("QuantizeLinear", {x.name, s.name, z.name}, x.rank, TensorProto::UINT8);

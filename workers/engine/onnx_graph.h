@@ -60,7 +60,9 @@ struct PoolAttributes {
 
 class OnnxGraph {
  public:
-  explicit OnnxGraph(onnx::GraphProto& graph) : graph_(graph) {}
+  /// `signed_int8`: activations as int8 with zero point 0 and float biases (the TensorRT
+  /// profile); uint8 activations with their zero points and int32 biases otherwise.
+  OnnxGraph(onnx::GraphProto& graph, bool signed_int8) : graph_(graph), signed_int8_(signed_int8) {}
 
   /// The model input, [batch, sample_shape...] with a symbolic batch.
   Entry Input(const std::string& name, const std::vector<int64_t>& sample_shape);
@@ -76,15 +78,18 @@ class OnnxGraph {
   Entry Ints(const std::vector<int64_t>& values);
 
   /// int8 codes (b-bit codes - 2^(b-1)) "<layer>.weight", per-channel scale and zero point,
-  /// dequantized along axis 0. INVALID_ARGUMENT when the weight is off its grid.
+  /// dequantized along axis 0. INVALID_ARGUMENT when the weight is off its grid, or (signed
+  /// int8) when a zero point is not 0.
   absl::StatusOr<Entry> DequantizedWeight(const torch::Tensor& weight, const QuantParams& params,
                                           const std::string& layer);
   /// int32 codes of `bias` at scale act_scale * weight scale, dequantized; nullopt where the
-  /// bias is not on that grid (quant_layers.h QuantizeBiases) or would overflow int32.
+  /// bias is not on that grid (quant_layers.h QuantizeBiases) or would overflow int32, and
+  /// always with signed int8 (TensorRT takes float biases).
   std::optional<Entry> DequantizedBias(const torch::Tensor& bias, float act_scale,
                                        const QuantParams& weight, const std::string& name);
   /// torch's fake_quantize_per_tensor_affine: Q -> Clip -> DQ (codes of at most 8 bits),
-  /// else the same rounding in float ops. The result is named `name` when not empty.
+  /// else the same rounding in float ops. With signed int8: Clip (float) -> Q -> DQ, and
+  /// Unsupported for a grid that is not symmetric. The result is named `name` when not empty.
   Entry FakeQuantize(const Entry& x, double scale, int64_t zero_point, int64_t quant_min,
                      int64_t quant_max, const std::string& name);
 
@@ -134,6 +139,7 @@ class OnnxGraph {
   void Initializer(const torch::Tensor& tensor, const std::string& name);
 
   onnx::GraphProto& graph_;
+  const bool signed_int8_;
   std::string output_;
   int output_rank_ = -1;
   std::unordered_map<std::string, int> counters_;

@@ -28,7 +28,9 @@ using torch::jit::Value;
 class Translator {
  public:
   Translator(const OnnxExportInput& input, onnx::ModelProto& model)
-      : in_(input), model_(model), out_(*model.mutable_graph()) {}
+      : in_(input),
+        model_(model),
+        out_(*model.mutable_graph(), input.profile == ExportProfile::kTensorRt) {}
 
   void Run() {
     torch::jit::Graph& graph = *in_.graph;

@@ -218,7 +218,7 @@ void InstallWeight(QuantLayer& layer, const torch::Tensor& quantized) {
 absl::StatusOr<int64_t> CalibrateActivations(ProbedModel& work,
                                              const std::vector<QuantLayer>& layers,
                                              const torch::Tensor& calib, int act_bits,
-                                             int64_t max_capture_bytes,
+                                             ExportProfile profile, int64_t max_capture_bytes,
                                              const std::function<bool(int, int)>& progress) {
   // The pass holds the whole batch.
   ASSIGN_OR_RETURN(const int64_t largest_input, work.LargestSiteInputPerSample(calib));
@@ -237,6 +237,7 @@ absl::StatusOr<int64_t> CalibrateActivations(ProbedModel& work,
     }
   }
   plan.options.bits = act_bits;
+  plan.options.symmetric = SymmetricGrid(profile);
   plan.progress = [&](int fitted) { return !progress || progress(fitted, planned_sites); };
   RETURN_IF_ERROR(work.Calibrate(calib.narrow(0, 0, pass_samples), std::move(plan)));
   return pass_samples;
@@ -266,7 +267,7 @@ int QuantizeBiases(std::vector<QuantLayer>& layers, const ProbeSession& session)
   return rounded;
 }
 
-absl::Status FitWeights(std::vector<QuantLayer>& layers) {
+absl::Status FitWeights(std::vector<QuantLayer>& layers, ExportProfile profile) {
   // Largest first, each layer on one thread: the cores stay busy to the end, and a
   // layer's search runs the same ops as alone (its result does not depend on the split).
   std::vector<size_t> order(layers.size());
@@ -283,9 +284,9 @@ absl::Status FitWeights(std::vector<QuantLayer>& layers) {
       QuantLayer& layer = layers[order[k]];
       status[order[k]] = [&]() -> absl::Status {
         torch::NoGradGuard no_grad;
-        QuantizerOptions options;
-        options.bits = layer.bits;
-        ASSIGN_OR_RETURN(layer.weight_params, FitWeightQuantizer(layer.fp_weight, options));
+        ASSIGN_OR_RETURN(
+            layer.weight_params,
+            FitWeightQuantizer(layer.fp_weight, WeightQuantizerOptions(layer.bits, profile)));
         ASSIGN_OR_RETURN(layer.codes, Quantize(layer.fp_weight, layer.weight_params));
         ASSIGN_OR_RETURN(torch::Tensor dequantized,
                          Dequantize(layer.codes, layer.weight_params, layer.weight.scalar_type()));

@@ -70,22 +70,26 @@ void InstallWeight(QuantLayer& layer, const torch::Tensor& quantized);
 /// s_x * s_w[c] (in float32, as ONNX's DequantizeLinear of int32 computes it). The model
 /// then computes what its ONNX export (int32 biases) computes. Call after the weights and
 /// activation quantizers are final, and again after InstallWeight (which restores the
-/// float bias of a folded layer). Returns the number of layers rounded.
+/// float bias of a folded layer). Returns the number of layers rounded. Both profiles:
+/// where the file keeps biases float (tensorrt), runtimes that fuse a layer into an integer
+/// kernel round it onto this grid themselves (ONNX Runtime does).
 int QuantizeBiases(std::vector<QuantLayer>& layers, const ProbeSession& session);
 
 /// Fits every layer's per-channel weight quantizer at its bits (the clipping search of
 /// quantizer.h) and installs nearest rounding; the layers are shared out over all cores,
-/// largest first. Each layer's result is the same as fitting it alone.
-absl::Status FitWeights(std::vector<QuantLayer>& layers);
+/// largest first. Each layer's result is the same as fitting it alone. Symmetric grids
+/// under ExportProfile::kTensorRt.
+absl::Status FitWeights(std::vector<QuantLayer>& layers, ExportProfile profile);
 
-/// Fits the activation quantizer at every input of `layers` (act_bits) in one forward pass
+/// Fits the activation quantizer at every input of `layers` (act_bits, symmetric under
+/// ExportProfile::kTensorRt) in one forward pass
 /// of `work` over the first calibration inputs: fewer than all where the largest layer
 /// input would take more than half of `max_capture_bytes`. `progress(fitted, sites)`
 /// returning false cancels. Returns the samples the pass used.
 absl::StatusOr<int64_t> CalibrateActivations(ProbedModel& work,
                                              const std::vector<QuantLayer>& layers,
                                              const torch::Tensor& calib, int act_bits,
-                                             int64_t max_capture_bytes,
+                                             ExportProfile profile, int64_t max_capture_bytes,
                                              const std::function<bool(int, int)>& progress);
 
 }  // namespace ompq::engine

@@ -180,11 +180,12 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
   const int64_t n_layers = static_cast<int64_t>(layers.size());
   RETURN_IF_ERROR(step(Stage::kCalibrating, 0.02,
                        absl::StrCat("fitting the weight ranges of ", n_layers, " layers")));
-  RETURN_IF_ERROR(FitWeights(layers));
+  RETURN_IF_ERROR(FitWeights(layers, options.export_profile));
   RETURN_IF_ERROR(step(Stage::kCalibrating, 0.1, "one pass over the calibration inputs"));
   ASSIGN_OR_RETURN(const int64_t pass_samples,
                    CalibrateActivations(*work, layers, calib, options.act_bits,
-                                        options.max_capture_bytes, [&](int fitted, int sites) {
+                                        options.export_profile, options.max_capture_bytes,
+                                        [&](int fitted, int sites) {
                                           return step(Stage::kCalibrating,
                                                       0.1 + 0.9 * fitted / std::max(1, sites),
                                                       absl::StrCat("calibrated ", fitted, " of ",
@@ -269,8 +270,8 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
     }
     report["accuracy"] = accuracy;
     RETURN_IF_ERROR(EvaluateFrontier(
-        inputs, calib, options.act_bits, options.max_capture_bytes, options.frontier_evals,
-        report, [&](int done, int total) {
+        inputs, calib, options.act_bits, options.export_profile, options.max_capture_bytes,
+        options.frontier_evals, report, [&](int done, int total) {
           return step(Stage::kEvaluating, 0.8 + 0.2 * done / std::max(1, total),
                       absl::StrCat("top-1 at frontier point ", done + 1, " of ", total))
               .ok();
@@ -337,14 +338,18 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
     OnnxExportInput onnx_input;
     onnx_input.module = &work->module();
     onnx_input.graph = exported_graph.get();
+    onnx_input.profile = options.export_profile;
     for (const QuantLayer& layer : layers) onnx_input.weights[layer.name] = layer.weight_params;
     onnx_input.sample_shape.assign(calib.sizes().begin() + 1, calib.sizes().end());
     absl::StatusOr<std::string> onnx = ExportOnnx(onnx_input);
     if (onnx.ok()) {
       RETURN_IF_ERROR(WriteFileBytes(out / kOnnxFile, *onnx));
       files.push_back(kOnnxFile);
-      onnx_report = {{"status", "exported"}, {"opset", kOnnxOpset},
-                     {"size_bytes", onnx->size()}, {"seconds", SecondsSince(onnx_start)}};
+      onnx_report = {{"status", "exported"},
+                     {"opset", kOnnxOpset},
+                     {"profile", ExportProfileName(options.export_profile)},
+                     {"size_bytes", onnx->size()},
+                     {"seconds", SecondsSince(onnx_start)}};
     } else {
       onnx_report = {{"status", "skipped"}, {"reason", std::string(onnx.status().message())}};
       nlohmann::json& warnings = report["warnings"];
@@ -371,17 +376,24 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
     if (!layer.note.empty()) entry["note"] = layer.note;
     per_layer.push_back(std::move(entry));
   }
-  report["quantization"] = {{"finetune", FinetuneModeName(options.finetune)},
-                            {"act_bits", options.act_bits},
-                            {"calib_samples", calib.size(0)},
-                            {"activation_calib_samples", pass_samples},
-                            {"iters", options.finetune == FinetuneMode::kPtq ? options.iters : 0},
-                            {"seed", options.seed},
-                            {"weights", "per output channel, asymmetric, MSE (p=2.4) clipping"},
-                            {"activations", "per tensor, asymmetric, at every layer's input"},
-                            {"biases", absl::StrCat("int32 at input scale x weight scale (",
-                                                    biases_rounded, " layers), else float")},
-                            {"layers", per_layer}};
+  const char* grid = SymmetricGrid(options.export_profile) ? "symmetric" : "asymmetric";
+  const std::string biases = absl::StrCat(
+      "on the int32 grid of input scale x weight scale (", biases_rounded, " layers; ",
+      options.export_profile == ExportProfile::kTensorRt ? "float in the file, TensorRT's form"
+                                                         : "int32 in the file",
+      "), else float");
+  report["quantization"] = {
+      {"finetune", FinetuneModeName(options.finetune)},
+      {"act_bits", options.act_bits},
+      {"calib_samples", calib.size(0)},
+      {"activation_calib_samples", pass_samples},
+      {"iters", options.finetune == FinetuneMode::kPtq ? options.iters : 0},
+      {"seed", options.seed},
+      {"export_profile", ExportProfileName(options.export_profile)},
+      {"weights", absl::StrCat("per output channel, ", grid, ", MSE (p=2.4) clipping")},
+      {"activations", absl::StrCat("per tensor, ", grid, ", at every layer's input")},
+      {"biases", biases},
+      {"layers", per_layer}};
   if (qat) report["quantization"]["qat"] = qat_report;
   if (options.finetune == FinetuneMode::kPtq) report["quantization"]["units"] = units;
   report["export"] = {{"onnx", onnx_report}};

@@ -60,6 +60,8 @@ struct QuantizeOptions {
   std::string train_path;  // Labelled training data (QAT only).
   FinetuneMode finetune = FinetuneMode::kPtq;  // kNone keeps nearest rounding.
   int act_bits = limits::kDefaultActBits;
+  // The grid of every stage and the form of model_quantized.onnx (quantizer.h).
+  ExportProfile export_profile = ExportProfile::kDefault;
   int calib_samples = limits::kDefaultCalibSamples;  // Calibration inputs used (the first ones).
   int64_t iters = kDefaultPtqIters;  // AdaRound steps per layer.
   int64_t epochs = kDefaultQatEpochs;       // QAT passes over the training data.

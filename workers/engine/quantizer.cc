@@ -15,6 +15,19 @@
 #include "common/status_macros.h"
 
 namespace ompq::engine {
+
+const char* ExportProfileName(ExportProfile profile) {
+  return profile == ExportProfile::kTensorRt ? "tensorrt" : "default";
+}
+
+QuantizerOptions WeightQuantizerOptions(int bits, ExportProfile profile) {
+  QuantizerOptions options;
+  options.bits = bits;
+  options.symmetric = SymmetricGrid(profile);
+  options.narrow_range = profile == ExportProfile::kTensorRt;
+  return options;
+}
+
 namespace {
 
 // Shape and device mistakes that slip past our checks surface as c10::Error; they are the
@@ -29,6 +42,9 @@ absl::Status CheckOptions(const QuantizerOptions& o) {
   }
   if (o.symmetric && o.bits < 2) {
     return absl::InvalidArgumentError("symmetric quantization needs at least 2 bits");
+  }
+  if (o.narrow_range && !o.symmetric) {
+    return absl::InvalidArgumentError("a narrow range needs a symmetric grid");
   }
   if (!(o.p > 0) || !std::isfinite(o.p)) {
     return absl::InvalidArgumentError(absl::StrCat("p must be positive, got ", o.p));
@@ -59,11 +75,12 @@ absl::Status CheckData(const torch::Tensor& x, absl::string_view what) {
 
 // Scale and zero point (both float64 [C]) of the grid for the widened range [lo, hi].
 std::pair<torch::Tensor, torch::Tensor> Grid(const torch::Tensor& lo, const torch::Tensor& hi,
-                                             int bits, bool symmetric) {
+                                             int bits, bool symmetric, bool narrow_range) {
   const double qmax = static_cast<double>((int64_t{1} << bits) - 1);
   if (symmetric) {
     torch::Tensor m = torch::maximum(-lo, hi);
-    torch::Tensor scale = (2.0 * m / qmax).clamp_min(kMinScale);
+    const double steps = narrow_range ? (qmax - 1.0) / 2.0 : qmax / 2.0;  // From 0 to m.
+    torch::Tensor scale = (m / steps).clamp_min(kMinScale);
     return {scale, torch::full_like(scale, static_cast<double>(int64_t{1} << (bits - 1)))};
   }
   torch::Tensor scale = ((hi - lo) / qmax).clamp_min(kMinScale);
@@ -81,21 +98,22 @@ constexpr int64_t kSearchChunkElements = int64_t{1} << 22;
 // Losses are summed in float64.
 QuantParams SearchRange(const torch::Tensor& data, const torch::Tensor& lo0,
                         const torch::Tensor& hi0, const QuantizerOptions& o, int64_t axis) {
+  const double qmin = o.narrow_range ? 1.0 : 0.0;
   const double qmax = static_cast<double>((int64_t{1} << o.bits) - 1);
   // Every candidate's grid at once: ratios [K, 1] times the ranges [1, C].
   torch::Tensor ratios =
       1.0 - torch::arange(o.num_candidates, lo0.options()).unsqueeze(1) * o.ratio_step;
   auto [scales, zeros] = Grid(ratios * lo0.unsqueeze(0), ratios * hi0.unsqueeze(0), o.bits,
-                              o.symmetric);  // [K, C] each.
+                              o.symmetric, o.narrow_range);  // [K, C] each.
   const int64_t chunk = std::max<int64_t>(1, kSearchChunkElements / std::max<int64_t>(1, data.numel()));
   std::vector<torch::Tensor> losses;
   for (int64_t k0 = 0; k0 < o.num_candidates; k0 += chunk) {
     const int64_t k1 = std::min<int64_t>(o.num_candidates, k0 + chunk);
     torch::Tensor s = scales.slice(0, k0, k1).to(torch::kFloat).unsqueeze(2);  // [k, C, 1]
     torch::Tensor z = zeros.slice(0, k0, k1).to(torch::kFloat).unsqueeze(2);
-    // err = (clamp(round(x / s) + z, 0, qmax) - z) * s - x, in place to spare allocations.
+    // err = (clamp(round(x / s) + z, qmin, qmax) - z) * s - x, in place to spare allocations.
     torch::Tensor err = torch::div(data.unsqueeze(0), s);
-    err.round_().add_(z).clamp_(0.0, qmax).sub_(z).mul_(s).sub_(data.unsqueeze(0));
+    err.round_().add_(z).clamp_(qmin, qmax).sub_(z).mul_(s).sub_(data.unsqueeze(0));
     err.abs_();
     if (o.p == 2.0) {
       err.square_();
@@ -109,6 +127,7 @@ QuantParams SearchRange(const torch::Tensor& data, const torch::Tensor& lo0,
   QuantParams params;
   params.bits = o.bits;
   params.symmetric = o.symmetric;
+  params.narrow_range = o.narrow_range;
   params.axis = axis;
   params.scale = scales.gather(0, best).squeeze(0).cpu();
   params.zero_point = zeros.gather(0, best).squeeze(0).to(torch::kLong).cpu();
@@ -133,7 +152,7 @@ absl::Status CheckParams(const QuantParams& p) {
     return absl::InvalidArgumentError("scales must be positive");
   }
   if (!((p.zero_point >= p.quant_min()) & (p.zero_point <= p.quant_max())).all().item<bool>()) {
-    return absl::InvalidArgumentError("zero points must lie in [0, 2^bits - 1]");
+    return absl::InvalidArgumentError("zero points must lie in the code range");
   }
   return absl::OkStatus();
 }
@@ -218,7 +237,7 @@ absl::StatusOr<QuantParams> QuantParamsFromRange(const torch::Tensor& lo, const 
         (l > h).any().item<bool>()) {
       return absl::InvalidArgumentError("ranges must be finite with lo <= hi");
     }
-    auto [scale, zero] = Grid(l.clamp_max(0.0), h.clamp_min(0.0), bits, symmetric);
+    auto [scale, zero] = Grid(l.clamp_max(0.0), h.clamp_min(0.0), bits, symmetric, false);
     QuantParams params;
     params.bits = bits;
     params.symmetric = symmetric;
@@ -240,7 +259,7 @@ absl::StatusOr<torch::Tensor> Quantize(const torch::Tensor& x, const QuantParams
     ASSIGN_OR_RETURN(auto sz, Broadcastable(x, params));
     auto& [s, z] = sz;
     return (torch::round(x.detach().to(torch::kDouble) / s) + z)
-        .clamp(0.0, static_cast<double>(params.quant_max()))
+        .clamp(static_cast<double>(params.quant_min()), static_cast<double>(params.quant_max()))
         .to(torch::kLong);
   } catch (const c10::Error& e) {
     return FromTorchError(e);
@@ -279,7 +298,7 @@ std::vector<Encoding> EncodingsOf(const QuantParams& params) {
     e.bitwidth = params.bits;
     e.scale = s[c];
     e.offset = -z[c];
-    e.min = static_cast<double>(e.offset) * e.scale;
+    e.min = static_cast<double>(e.offset + params.quant_min()) * e.scale;
     e.max = static_cast<double>(e.offset + params.quant_max()) * e.scale;
     e.is_symmetric = params.symmetric;
     out.push_back(e);

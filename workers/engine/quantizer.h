@@ -7,7 +7,8 @@
 //   code   q = clamp(round(x / s) + z, 0, 2^bits - 1)   (round half to even)
 //   value  x' = (q - z) * s
 // with scale s > 0 and an integer zero point z in [0, 2^bits - 1]. Encodings use AIMET's
-// offset = -z, so that min = offset * s and max = (offset + 2^bits - 1) * s.
+// offset = -z, so that min = offset * s (or (offset + 1) * s in a narrow range) and
+// max = (offset + 2^bits - 1) * s.
 //
 // The clipping search, exactly (tests/quant/quant_reference.py mirrors it in numpy):
 //   For each channel (or the whole tensor) with data x: lo0 = min(min(x), 0),
@@ -17,6 +18,9 @@
 //                 s = max((hi - lo) / (2^bits - 1), kMinScale), z = clamp(round(-lo / s), 0, qmax)
 //     symmetric:  m = r_k * max(-lo0, hi0), s = max(2 m / (2^bits - 1), kMinScale),
 //                 z = 2^(bits - 1)  (torch's symmetric quint8 choice: z = 128 at 8 bits)
+//     narrow range (symmetric only): codes 1 .. 2^bits - 1, s = max(m / (2^(bits-1) - 1),
+//                 kMinScale), z = 2^(bits - 1): signed codes -(2^(b-1) - 1) .. 2^(b-1) - 1,
+//                 TensorRT's weight range ([-127, 127] at 8 bits).
 //   loss_k = sum |x - x'|^p over the data; the first k with the smallest loss wins.
 //   Data with min >= 0 (after a ReLU) has lo0 = 0, so z = 0: the whole grid is unsigned.
 //   Ranges and grids are float64; the element-wise error is float32 (the weights' own
@@ -44,21 +48,40 @@ inline constexpr double kMinScale = 1e-8;
 struct QuantizerOptions {
   int bits = 8;                           // 1..16 (2..16 when symmetric).
   bool symmetric = false;                 // Weights and activations default to asymmetric.
+  bool narrow_range = false;              // Symmetric only: the lowest code is left out.
   double p = 2.4;                         // Norm of the search loss (BRECQ uses 2.4).
   int num_candidates = 80;                // Clip ratios 1, 1 - step, ..., searched.
   double ratio_step = 0.01;               // r_k = 1 - k * ratio_step, must stay > 0.
   int64_t max_search_elements = 1 << 20;  // Per-tensor search subsamples above this.
 };
 
+/// The form a job's quantized model is exported in (--export-profile), which fixes the grid
+/// every stage quantizes on, so that what is evaluated is what is exported:
+///   kDefault   asymmetric weights and activations; biases on the int32 grid s_x * s_w.
+///   kTensorRt  symmetric weights and activations (z = 2^(bits-1), so the signed int8 codes
+///              have zero point 0) and float biases: what TensorRT's ONNX parser accepts.
+enum class ExportProfile { kDefault, kTensorRt };
+
+/// "default", "tensorrt": the report's and the CLI's words.
+const char* ExportProfileName(ExportProfile profile);
+
+/// Whether weights and activations are quantized symmetrically under `profile`.
+inline bool SymmetricGrid(ExportProfile profile) { return profile == ExportProfile::kTensorRt; }
+
+/// The weight quantizer options of `profile` at `bits` (the clipping search's defaults):
+/// kTensorRt's are symmetric with a narrow range.
+QuantizerOptions WeightQuantizerOptions(int bits, ExportProfile profile);
+
 /// A fitted quantizer: one (scale, zero point) per channel, or one for the whole tensor.
 struct QuantParams {
   int bits = 8;
   bool symmetric = false;
-  int64_t axis = -1;         // -1: per tensor; 0: per output channel (dim 0).
-  torch::Tensor scale;       // float64 [C], C = 1 per tensor, on the CPU.
-  torch::Tensor zero_point;  // int64 [C], each in [0, quant_max()], on the CPU.
+  bool narrow_range = false;  // Codes from 1 (symmetric grids only).
+  int64_t axis = -1;          // -1: per tensor; 0: per output channel (dim 0).
+  torch::Tensor scale;        // float64 [C], C = 1 per tensor, on the CPU.
+  torch::Tensor zero_point;   // int64 [C], each in [quant_min(), quant_max()], on the CPU.
 
-  int64_t quant_min() const { return 0; }
+  int64_t quant_min() const { return narrow_range ? 1 : 0; }
   int64_t quant_max() const { return (int64_t{1} << bits) - 1; }
   int64_t channels() const { return scale.defined() ? scale.numel() : 0; }
 };
@@ -68,7 +91,7 @@ struct Encoding {
   int bitwidth = 8;
   double scale = 1.0;
   int64_t offset = 0;
-  double min = 0.0;  // offset * scale: the smallest representable value.
+  double min = 0.0;  // (offset + quant_min) * scale: the smallest representable value.
   double max = 0.0;  // (offset + 2^bitwidth - 1) * scale: the largest.
   bool is_symmetric = false;
 };
@@ -87,7 +110,7 @@ absl::StatusOr<QuantParams> FitActivationQuantizer(const torch::Tensor& activati
 absl::StatusOr<QuantParams> QuantParamsFromRange(const torch::Tensor& lo, const torch::Tensor& hi,
                                                  int bits, bool symmetric, int64_t axis);
 
-/// Integer codes (int64, same shape as x) in [0, quant_max()].
+/// Integer codes (int64, same shape as x) in [quant_min(), quant_max()].
 absl::StatusOr<torch::Tensor> Quantize(const torch::Tensor& x, const QuantParams& params);
 
 /// (codes - z) * s as `dtype`, on the device of `codes`.

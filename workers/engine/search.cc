@@ -272,8 +272,8 @@ absl::StatusOr<SearchResult> RunSearch(const SearchOptions& options, const JobIn
   if (measure_distortion) {
     const Clock::time_point distortion_start = Clock::now();
     RETURN_IF_ERROR(report(Stage::kOrthogonality, 0.97, "measuring each layer's distortion"));
-    ASSIGN_OR_RETURN(distortion,
-                     LayerDistortions(features.weights, features.input_energy, layer_bits));
+    ASSIGN_OR_RETURN(distortion, LayerDistortions(features.weights, features.input_energy,
+                                                  layer_bits, options.export_profile));
     distortion_seconds = SecondsSince(distortion_start);
   }
   features.weights.clear();
@@ -365,6 +365,7 @@ absl::StatusOr<SearchResult> RunSearch(const SearchOptions& options, const JobIn
                    {"samples", features.samples},
                    {"weight_bits", candidates},
                    {"act_bits", options.act_bits},
+                   {"export_profile", ExportProfileName(options.export_profile)},
                    {"seed", options.seed},
                    {"pin_first_last_bits", options.pin_first_last_bits},
                    {"pins", pins.pins_json},

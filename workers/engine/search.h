@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "common/job_limits.h"
 #include "nlohmann/json.hpp"
+#include "workers/engine/quantizer.h"
 
 namespace ompq::engine {
 
@@ -58,6 +59,8 @@ struct SearchOptions {
   int pin_first_last_bits = limits::kDefaultPinFirstLastBits;  // 0: no first/last pin.
   std::vector<std::pair<std::string, int>> pins;  // (RE2 full-match regex, bits).
   Objective objective = Objective::kDistortion;  // The service default (job_validation.h).
+  // The grid the distortion objective measures on: the one the job quantizes on.
+  ExportProfile export_profile = ExportProfile::kDefault;
   std::optional<double> beta;  // Importance temperature; nullopt: the objective's default.
   int search_samples = limits::kDefaultSearchSamples;  // First N calibration inputs used.
   int64_t seed = 0;
