@@ -3,7 +3,10 @@
 #include "workers/engine/layer_discovery.h"
 
 #include <gtest/gtest.h>
+#include <torch/csrc/jit/passes/inliner.h>
 
+#include <algorithm>
+#include <map>
 #include <sstream>
 
 #include "common/job_error.h"
@@ -11,6 +14,7 @@
 #include "workers/engine/orthogonality.h"
 #include "workers/engine/tensor_io.h"
 #include "workers/engine/torchscript_model.h"
+#include "workers/engine/transformer_rewrite.h"
 
 namespace ompq::engine {
 namespace {
@@ -86,6 +90,19 @@ TEST_P(LayerDiscoveryTest, MatchesIndependentComputation) {
     quantized += got.params;
   }
   EXPECT_EQ(4 * (tapped->total_parameters() - quantized), expected["other_bytes"].get<int64_t>());
+  // The parameters that stay FP32, each with a reason; together they are other_bytes.
+  std::vector<std::string> unquantized;
+  int64_t unquantized_params = 0;
+  for (const UnquantizedParameter& parameter : tapped->unquantized()) {
+    unquantized.push_back(parameter.name);
+    unquantized_params += parameter.params;
+    EXPECT_FALSE(parameter.reason.empty()) << parameter.name;
+  }
+  auto expected_unquantized = expected["unquantized"].get<std::vector<std::string>>();
+  std::sort(unquantized.begin(), unquantized.end());
+  std::sort(expected_unquantized.begin(), expected_unquantized.end());
+  EXPECT_EQ(unquantized, expected_unquantized);
+  EXPECT_EQ(unquantized_params, tapped->total_parameters() - quantized);
 
   absl::StatusOr<Orthogonality> orthogonality =
       ComputeOrthogonality(features->grams, features->samples, kDefaultBeta);
@@ -106,11 +123,49 @@ TEST_P(LayerDiscoveryTest, MatchesIndependentComputation) {
   RecordProperty("max_orm_error", error.str());
 }
 
+// The transformer test models hold PyTorch's fused attention ops (traced without gradients);
+// the instrumented graph holds none of them, and their projections are layers (above).
+TEST(TransformerRewriteTest, FusedAttentionIsUnfused) {
+  c10::InferenceMode inference_mode;
+  // The ViT: two aten::_native_multi_head_attention; the text encoder: three
+  // aten::_transformer_encoder_layer_fwd.
+  for (const auto& [name, fused] :
+       {std::pair<const char*, size_t>{"vit", 2}, {"text_encoder", 3}}) {
+    SCOPED_TRACE(name);
+    absl::StatusOr<LoadedModel> model =
+        LoadTorchScriptModel(ModelFile(std::string(name) + ".pt"), "cpu");
+    ASSERT_TRUE(model.ok()) << model.status();
+    std::shared_ptr<torch::jit::Graph> original =
+        model->module.get_method("forward").graph()->copy();
+    torch::jit::Inline(*original);
+    EXPECT_EQ(FusedTransformerOps(*original).size(), fused);
+    absl::StatusOr<TappedModel> tapped = TappedModel::Create(model->module);
+    ASSERT_TRUE(tapped.ok()) << tapped.status();
+    EXPECT_TRUE(FusedTransformerOps(*tapped->graph()).empty());
+    // What stays FP32 says why: LayerNorms, the ViT's class token and position embedding.
+    std::map<std::string, std::string> reasons;
+    for (const UnquantizedParameter& parameter : tapped->unquantized()) {
+      reasons[parameter.name] = parameter.reason;
+    }
+    if (std::string(name) == "vit") {
+      EXPECT_EQ(reasons["class_token"], "used by aten::expand");
+      EXPECT_EQ(reasons["encoder.pos_embedding"], "used by aten::add");
+      EXPECT_EQ(reasons["encoder.ln.weight"], "used by aten::layer_norm");
+      EXPECT_EQ(reasons["heads.head.bias"], "bias of layer heads.head");
+    } else {
+      EXPECT_EQ(reasons["encoder.layers.0.norm1.weight"], "used by aten::layer_norm");
+      EXPECT_EQ(reasons["encoder.layers.0.self_attn.in_proj_bias"],
+                "bias of layer encoder.layers.0.self_attn.in_proj");
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Models, LayerDiscoveryTest,
     ::testing::Values(Case{"resnet18", "calib_images.pt"}, Case{"mobilenet_v2", "calib_images.npz"},
                       Case{"grouped", "calib_grouped.pt"}, Case{"scripted", "calib_video.pt"},
-                      Case{"sequence", "calib_sequence.npz"}),
+                      Case{"sequence", "calib_sequence.npz"}, Case{"vit", "calib_vit.pt"},
+                      Case{"text_encoder", "calib_text.pt"}, Case{"seq_first", "calib_text.pt"}),
     [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.model); });
 
 TEST(LayerDiscoveryCollectTest, CancelStopsThePass) {

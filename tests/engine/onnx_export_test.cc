@@ -61,7 +61,7 @@ std::vector<Case> Families() {
   std::vector<Case> cases;
   for (ExportProfile profile : {ExportProfile::kDefault, ExportProfile::kTensorRt}) {
     for (const char* model : {"shufflenet", "mobilenet_v3", "squeezenet", "efficientnet", "regnet",
-                              "googlenet", "convnext"}) {
+                              "googlenet", "convnext", "vit", "encoder"}) {
       for (int act_bits : {8, 4}) cases.push_back(Case{model, act_bits, profile});
     }
   }

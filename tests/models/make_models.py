@@ -73,33 +73,64 @@ def expected_layers(model, inputs):
     batch_norm = {}      # name -> the BatchNorm consuming its output
     modules = {name: module for name, module in model.named_modules()}
 
-    def input_hook(module, args):
-        name = names[module]
+    weights = {}         # name -> the weight tensor (attention's are not modules)
+
+    def record_input(name, x, channel):
         if name not in energy:
-            x = args[0].detach().double()
-            channel = x.dim() - 1 if isinstance(module, nn.Linear) else 1
+            x = x.detach().double()
             dims = [d for d in range(x.dim()) if d != channel]
             energy[name] = (x * x).mean(dim=dims).numpy()
 
+    def record_layer(name, kind, weight, per_output, output):
+        macs = per_output * (output.numel() // n)
+        if output.shape[0] != n:  # Sequence-first attention: [T, N, ...].
+            assert output.shape[1] == n, output.shape
+            output = output.transpose(0, 1)
+        if name not in facts:
+            order.append(name)
+            weights[name] = weight
+            facts[name] = {"name": name, "kind": kind,
+                           "weight_shape": list(weight.shape),
+                           "params": weight.numel(), "macs": 0, "calls": 0,
+                           "after_batch_norm": False}
+            features[name] = output.detach().reshape(n, -1).double().numpy().copy()
+            produced_by[id(output)] = name
+        facts[name]["macs"] += macs
+        facts[name]["calls"] += 1
+
+    def input_hook(module, args):
+        record_input(names[module], args[0], args[0].dim() - 1 if isinstance(module, nn.Linear) else 1)
+
     def layer_hook(module, args, output):
-        name = names[module]
         if isinstance(module, nn.Linear):
             kind = "linear"
             per_output = module.in_features
         else:
             kind = "conv%dd" % (module.weight.dim() - 2)
             per_output = (module.in_channels // module.groups) * int(np.prod(module.kernel_size))
-        macs = per_output * (output.numel() // n)
-        if name not in facts:
-            order.append(name)
-            facts[name] = {"name": name, "kind": kind,
-                           "weight_shape": list(module.weight.shape),
-                           "params": module.weight.numel(), "macs": 0, "calls": 0,
-                           "after_batch_norm": False}
-            features[name] = output.detach().reshape(n, -1).double().numpy().copy()
-            produced_by[id(output)] = name
-        facts[name]["macs"] += macs
-        facts[name]["calls"] += 1
+        record_layer(names[module], kind, module.weight, per_output, output)
+
+    # nn.MultiheadAttention calls its projections functionally (no module hooks fire): its
+    # packed input projection is the layer `<attn>.in_proj` (F.linear of the query with
+    # in_proj_weight), and `<attn>.out_proj` produces the attention's output. Self-attention.
+    # Callers pass the query by keyword too, which forward pre-hooks do not see here.
+    def watch_attention(module):
+        forward = module.forward
+
+        def watched(*args, **kwargs):
+            query = args[0] if args else kwargs["query"]
+            name = names[module]
+            record_input(name + ".in_proj", query, query.dim() - 1)
+            qkv = nn.functional.linear(query, module.in_proj_weight, module.in_proj_bias)
+            record_layer(name + ".in_proj", "linear", module.in_proj_weight, module.embed_dim, qkv)
+            output = forward(*args, **kwargs)
+            # Its input (the heads' concatenated context) is not visible here, so attention
+            # models have no distortion expectations.
+            record_layer(name + ".out_proj", "linear", module.out_proj.weight, module.embed_dim,
+                         output[0])
+            return output
+
+        module.forward = watched
 
     def bn_hook(module, args, output):
         name = produced_by.pop(id(args[0]), None)
@@ -109,16 +140,26 @@ def expected_layers(model, inputs):
             batch_norm[name] = module
 
     handles = []
+    has_attention = False
     for module in model.modules():
-        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and not isinstance(
+                module, nn.modules.linear.NonDynamicallyQuantizableLinear):
             handles.append(module.register_forward_hook(layer_hook))
             handles.append(module.register_forward_pre_hook(input_hook))
+        elif isinstance(module, nn.MultiheadAttention):
+            has_attention = True
+            watch_attention(module)
         elif isinstance(module, nn.modules.batchnorm._BatchNorm):
             handles.append(module.register_forward_hook(bn_hook))
-    with torch.no_grad():
+    # With gradients on, PyTorch takes attention's unfused path (the fused eval fast path
+    # would hide the calls the hooks see); the engine rewrites the fused ops the same way.
+    with torch.set_grad_enabled(has_attention):
         model(inputs)
     for handle in handles:
         handle.remove()
+    for module in model.modules():
+        if isinstance(module, nn.MultiheadAttention):
+            del module.forward  # The class's own again.
 
     # ALGORITHM.md: K = X X^T, centred K~ = H K H, ORM_ij = <K~i,K~j> / (|K~i| |K~j|).
     h = np.eye(n) - np.ones((n, n)) / n
@@ -137,9 +178,13 @@ def expected_layers(model, inputs):
 
     total = sum(p.numel() for p in model.parameters())
     quantized = sum(facts[name]["params"] for name in order)
-    distortion = {name: layer_distortion(modules[name], batch_norm.get(name), energy[name])
-                  for name in order}
+    distortion = {} if has_attention else {
+        name: layer_distortion(modules[name], batch_norm.get(name), energy[name])
+        for name in order}
+    weight_ids = {id(weights[name]) for name in order}
     return {
+        # Parameters that are no layer's weight (named_parameters counts shared ones once).
+        "unquantized": [name for name, p in model.named_parameters() if id(p) not in weight_ids],
         "distortion": distortion,
         "samples": n,
         "layers": [facts[name] for name in order],
@@ -264,6 +309,38 @@ class SequenceNet(nn.Module):
         return self.out(x).mean(1)
 
 
+class TextEncoder(nn.Module):
+    """Transformer encoder layers on [N, T, E] float embeddings, then the mean over time
+    and a Linear head. Traced in eval mode without gradients, PyTorch runs each layer's
+    fused fast path (aten::_transformer_encoder_layer_fwd): post-norm ReLU layers in
+    `encoder`, a pre-norm GELU one after them."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), 2)
+        self.pre_norm = nn.TransformerEncoderLayer(32, 4, 48, batch_first=True, norm_first=True,
+                                                   activation="gelu")
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.head(self.pre_norm(self.encoder(x)).mean(1))
+
+
+class SeqFirstEncoder(nn.Module):
+    """A sequence-first nn.TransformerEncoder (batch_first=False, PyTorch's default; it has
+    no fused path) on [N, T, E] inputs turned to [T, N, E]: its projections see the batch in
+    dimension 1, and the attention's output projection the flattened [T * N, E]."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64), 1)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.head(self.encoder(x.transpose(0, 1)).mean(0))
+
+
 class NoLayers(nn.Module):
     def forward(self, x):
         return torch.relu(nn.functional.avg_pool2d(x, 2))
@@ -320,9 +397,11 @@ def custom_op_model():
     return torch.jit.script(UsesCustomOp()), library
 
 
-def save_model(out, name, model, example, scripted=False):
+def save_model(out, name, model, example, scripted=False, fused=False):
+    """`fused`: traced without gradients, so attention runs PyTorch's fused fast path."""
     model.eval()
-    exported = torch.jit.script(model) if scripted else torch.jit.trace(model, example)
+    with torch.set_grad_enabled(not fused):
+        exported = torch.jit.script(model) if scripted else torch.jit.trace(model, example)
     exported.save(os.path.join(out, name + ".pt"))
     return exported
 
@@ -384,6 +463,30 @@ def main():
     write_json(os.path.join(out, "sequence.expected.json"),
                expected_layers(sequence, sequence_inputs[:SAMPLES]))
     save_model(out, "sequence", sequence, sequence_inputs[:2])
+
+    # Transformers, each traced on PyTorch's fused attention (the engine unfuses it): a
+    # small torchvision ViT and a text encoder.
+    seed_all(7)
+    vit = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2,
+                                               num_heads=4, hidden_dim=32, mlp_dim=64,
+                                               num_classes=10).eval()
+    nn.init.normal_(vit.heads.head.weight, std=0.1)  # torchvision starts it at zero.
+    vit_inputs = torch.randn(CALIB_SAMPLES, 3, 32, 32)
+    torch.save(vit_inputs, os.path.join(out, "calib_vit.pt"))
+    write_json(os.path.join(out, "vit.expected.json"), expected_layers(vit, vit_inputs[:SAMPLES]))
+    save_model(out, "vit", vit, vit_inputs[:2], fused=True)
+    seed_all(8)
+    text = TextEncoder().eval()
+    text_inputs = torch.randn(CALIB_SAMPLES, 12, 32)
+    torch.save(text_inputs, os.path.join(out, "calib_text.pt"))
+    write_json(os.path.join(out, "text_encoder.expected.json"),
+               expected_layers(text, text_inputs[:SAMPLES]))
+    save_model(out, "text_encoder", text, text_inputs[:2], fused=True)
+    seed_all(9)
+    seq_first = SeqFirstEncoder().eval()
+    write_json(os.path.join(out, "seq_first.expected.json"),
+               expected_layers(seq_first, text_inputs[:SAMPLES]))
+    save_model(out, "seq_first", seq_first, text_inputs[:2])
 
     # --- Bad models.
     seed_all(6)

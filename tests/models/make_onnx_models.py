@@ -9,7 +9,11 @@ export must translate (traced at 32x32):
                          efficientnet (B0: SiLU, sigmoid gates), regnet (X-400MF: grouped
                          convs, residual adds), googlenet (inception concat, avg/max pools),
                          convnext (ConvNeXt blocks shrunk to 3 stages: LayerNorm, GELU,
-                         permute, linear on 4-D tensors, layer scale)
+                         permute, linear on 4-D tensors, layer scale),
+                         vit (VisionTransformer, patches of 8, 2 layers, 4 heads: class
+                         token expand/cat, fused self-attention, select), encoder (patch
+                         conv, then nn.TransformerEncoder layers, batch first, post-norm
+                         ReLU and pre-norm GELU: the fused encoder-layer op)
   unknown_op.pt          conv, BatchNorm, ReLU, then torch.cumsum in module `head`: an op
                          the export does not know
   calib.pt               inputs [64, 3, 32, 32]: training images
@@ -39,6 +43,11 @@ CLASSES = 10
 
 
 STEPS = 150  # Adam steps of 64 images per family: a brief but real training.
+# EfficientNet-B0 after 150 steps (68% top-1) is so sensitive once quantized that LibTorch
+# alone, at batch 1 against 128, moves its outputs by 0.25 standard deviations, and ONNX
+# Runtime's top-1 differed from TorchScript's by 0.6 pt at activations 8; after 450 (78%)
+# the runtimes agree on 99.5-99.9% of the top-1s.
+FAMILY_STEPS = {"efficientnet": 450}
 EVAL = 1000  # Test images: one differing top-1 is 0.1 pt.
 
 
@@ -54,17 +63,33 @@ def fashion_mnist():
     return images("train"), images("t10k")
 
 
-def train(model, x, y, seed):
+def train(model, x, y, seed, steps=STEPS):
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     model.train()
-    for _ in range(STEPS):
+    for _ in range(steps):
         batch = torch.randint(0, len(x), (64,), generator=generator)
         loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     return model.eval()
+
+
+class PatchEncoder(nn.Module):
+    """8x8 patches as tokens, two nn.TransformerEncoderLayers, mean over tokens, a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.patches = nn.Conv2d(3, 64, 8, stride=8)
+        self.post_norm = nn.TransformerEncoderLayer(64, 4, 128, batch_first=True)
+        self.pre_norm = nn.TransformerEncoderLayer(64, 4, 128, batch_first=True, norm_first=True,
+                                                   activation="gelu")
+        self.head = nn.Linear(64, CLASSES)
+
+    def forward(self, x):
+        tokens = self.patches(x).flatten(2).transpose(1, 2)
+        return self.head(self.pre_norm(self.post_norm(tokens)).mean(1))
 
 
 class Head(nn.Module):
@@ -98,6 +123,9 @@ def families():
         "googlenet": lambda: tv.googlenet(num_classes=CLASSES, aux_logits=False,
                                           init_weights=True),
         "convnext": lambda: tv.convnext.ConvNeXt(convnext_stages, num_classes=CLASSES),
+        "vit": lambda: tv.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4,
+                                            hidden_dim=64, mlp_dim=128, num_classes=CLASSES),
+        "encoder": PatchEncoder,
         "unknown_op": UnknownOp,
     }
 
@@ -116,13 +144,14 @@ def main():
     for seed, (name, build) in enumerate(families().items()):
         torch.manual_seed(seed + 1)
         started = time.time()
-        model = train(build(), train_x, train_y, seed + 1)
+        steps = FAMILY_STEPS.get(name, STEPS)
+        model = train(build(), train_x, train_y, seed + 1, steps)
         with torch.no_grad():
             traced = torch.jit.trace(model, calib[:2])
             top1 = (model(eval_set["inputs"]).argmax(1) == eval_set["labels"]).float().mean()
         traced.save(os.path.join(out, name + ".pt"))
         torch.save(eval_set, os.path.join(out, name + ".eval.pt"))
-        print(f"wrote {name}: top-1 {top1:.3f} after {STEPS} steps, {time.time() - started:.0f} s")
+        print(f"wrote {name}: top-1 {top1:.3f} after {steps} steps, {time.time() - started:.0f} s")
     stamp.write(out, __file__)
 
 

@@ -6,7 +6,7 @@
 //    "activation_encodings": {"<tensor>": [{"bitwidth": 8, "dtype": "int",
 //                             "is_symmetric": "False", "max": .., "min": .., "offset": ..,
 //                             "scale": ..}]},
-//    "param_encodings": {"<layer>.weight": [one such object per output channel]}}
+//    "param_encodings": {"<state_dict key of the weight>": [one object per output channel]}}
 //
 // As in AIMET, is_symmetric is the string "True" or "False" and offset = -zero_point, so
 // a value is (q + offset) * scale for an unsigned code q in [0, 2^bitwidth - 1] (from 1
@@ -37,7 +37,7 @@ class EncodingsBuilder {
   /// name given twice.
   absl::Status AddActivation(const std::string& name, const QuantParams& params);
 
-  /// A parameter quantizer ("layer.weight"), one entry per channel.
+  /// A parameter quantizer (by state_dict key, "layer.weight"), one entry per channel.
   /// INVALID_ARGUMENT for an empty name or invalid params; ALREADY_EXISTS for a repeat.
   absl::Status AddParam(const std::string& name, const QuantParams& params);
 

@@ -6,6 +6,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
@@ -48,8 +49,28 @@ std::optional<torch::Tensor> ResolveTensor(const torch::jit::Module& module,
 }
 
 std::string LayerNameOf(const std::vector<std::string>& path) {
-  if (path.back() != "weight" || path.size() == 1) return absl::StrJoin(path, ".");
+  if (path.back() != "weight" || path.size() == 1) {
+    // Attention's packed `in_proj_weight` names the layer `in_proj`, as out_proj is.
+    std::string name = absl::StrJoin(path, ".");
+    if (path.back().size() > 7 && absl::EndsWith(name, "_weight")) name.resize(name.size() - 7);
+    return name;
+  }
   return absl::StrJoin(path.begin(), path.end() - 1, ".");
+}
+
+std::string OpAt(const Node* node) {
+  std::vector<std::string> path;
+  if (c10::optional<torch::jit::InlinedCallStackPtr> stack = node->callstack()) {
+    for (const torch::jit::InlinedCallStackEntry& entry : (*stack)->vec()) {
+      const c10::optional<torch::jit::ModuleInstanceInfo>& info = std::get<2>(entry);
+      // A method called on the module itself adds no path ("SELF").
+      if (info.has_value() && !info->instance_name().empty() && info->instance_name() != "SELF") {
+        path.push_back(info->instance_name());
+      }
+    }
+  }
+  return absl::StrCat("op ", node->kind().toQualString(), " at module ",
+                      path.empty() ? std::string("(top level)") : absl::StrJoin(path, "."));
 }
 
 std::string LayerKindOf(const Node* node) {
@@ -118,6 +139,7 @@ std::vector<LayerSiteNode> FindLayerSites(torch::jit::Graph& graph,
     site.name = LayerNameOf(*path);
     site.kind = kind;
     site.weight_path = *path;
+    site.weight_key = absl::StrJoin(*path, ".");
     if (node->inputs().size() > 2) {
       std::optional<std::vector<std::string>> bias = AttributePath(node->input(2), self);
       if (bias.has_value() && ResolveTensor(module, *bias, false).has_value()) {
@@ -128,6 +150,50 @@ std::vector<LayerSiteNode> FindLayerSites(torch::jit::Graph& graph,
     sites.push_back(std::move(site));
   }
   return sites;
+}
+
+std::vector<UnquantizedParameter> UnquantizedParameters(torch::jit::Graph& graph,
+                                                        const torch::jit::Module& module,
+                                                        const std::vector<LayerSiteNode>& sites) {
+  std::unordered_set<std::string> weights;
+  std::unordered_map<std::string, std::string> reasons;
+  for (const LayerSiteNode& site : sites) {
+    weights.insert(site.weight_key);
+    if (site.bias_path)
+      reasons.emplace(absl::StrJoin(*site.bias_path, "."), "bias of layer " + site.name);
+    if (site.batch_norm != nullptr) {
+      for (Value* input : site.batch_norm->inputs()) {
+        std::optional<std::vector<std::string>> path = AttributePath(input, graph.inputs()[0]);
+        if (path.has_value() && !path->empty()) {
+          reasons.emplace(absl::StrJoin(*path, "."), "folded into layer " + site.name);
+        }
+      }
+    }
+  }
+  // Other parameters: the op that first reads each (through its attribute read).
+  std::function<void(torch::jit::Block*)> visit = [&](torch::jit::Block* block) {
+    for (Node* node : block->nodes()) {
+      for (torch::jit::Block* inner : node->blocks()) visit(inner);
+      if (node->kind() != torch::jit::prim::GetAttr || node->output()->uses().empty()) continue;
+      std::optional<std::vector<std::string>> path =
+          AttributePath(node->output(), graph.inputs()[0]);
+      if (!path.has_value() || path->empty()) continue;
+      const Node* user = node->output()->uses()[0].user;
+      reasons.emplace(absl::StrJoin(*path, "."),
+                      absl::StrCat("used by ", user->kind().toQualString()));
+    }
+  };
+  visit(graph.block());
+  std::vector<UnquantizedParameter> found;
+  std::unordered_set<const c10::TensorImpl*> seen;
+  for (const torch::jit::NameTensor& parameter : module.named_parameters(/*recurse=*/true)) {
+    if (!seen.insert(parameter.value.unsafeGetTensorImpl()).second) continue;  // Shared.
+    if (weights.count(parameter.name) > 0) continue;
+    auto reason = reasons.find(parameter.name);
+    found.push_back({parameter.name, parameter.value.numel(),
+                     reason == reasons.end() ? "not used by the forward pass" : reason->second});
+  }
+  return found;
 }
 
 namespace {

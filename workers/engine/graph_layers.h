@@ -29,6 +29,10 @@ std::optional<torch::Tensor> ResolveTensor(const torch::jit::Module& module,
 /// its own name so that layers stay distinct.
 std::string LayerNameOf(const std::vector<std::string>& path);
 
+/// "op aten::X at module a.b" (the module path from the node's inlined call stack; "(top
+/// level)" for the model's own forward), for messages.
+std::string OpAt(const torch::jit::Node* node);
+
 /// "linear", "conv1d", "conv2d", "conv3d", "conv" (aten::_convolution: dimension from the
 /// weight) or "" when `node` is not a quantizable layer op.
 std::string LayerKindOf(const torch::jit::Node* node);
@@ -43,6 +47,7 @@ struct LayerSiteNode {
   std::string name;                        // Module path, as in the state_dict.
   std::string kind;                        // conv1d|conv2d|conv3d|linear.
   std::vector<std::string> weight_path;    // GetAttr chain of the weight parameter.
+  std::string weight_key;                  // Its state_dict key: "layer1.0.conv1.weight".
   std::optional<std::vector<std::string>> bias_path;  // Of the bias tensor, when one.
   torch::jit::Node* batch_norm = nullptr;  // Sole BatchNorm consumer, or null.
 };
@@ -51,6 +56,19 @@ struct LayerSiteNode {
 /// included). Sites whose weight is not a parameter of `module` are left out.
 std::vector<LayerSiteNode> FindLayerSites(torch::jit::Graph& graph,
                                           const torch::jit::Module& module);
+
+/// A parameter of the model that is no layer's weight, and what the forward does with it.
+struct UnquantizedParameter {
+  std::string name;    // Its state_dict key.
+  int64_t params = 0;  // Elements.
+  std::string reason;  // "bias of layer fc", "folded into layer conv1", "used by aten::X"...
+};
+
+/// Every parameter of `module` that is not the weight of one of `sites`, in state_dict
+/// order: these stay FP32. The reason comes from the first use of the parameter in `graph`.
+std::vector<UnquantizedParameter> UnquantizedParameters(torch::jit::Graph& graph,
+                                                        const torch::jit::Module& module,
+                                                        const std::vector<LayerSiteNode>& sites);
 
 /// A residual block: the layers whose outputs reach an aten::add/add_ that merges two
 /// paths from one common input (a skip connection).

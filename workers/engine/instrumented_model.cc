@@ -13,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/job_error.h"
 #include "common/status_macros.h"
+#include "workers/engine/transformer_rewrite.h"
 
 namespace ompq::engine {
 namespace {
@@ -101,6 +102,7 @@ absl::StatusOr<std::unique_ptr<InstrumentedModel>> InstrumentedModel::Create(Loa
     }
     model->extra_args_.push_back(*argument.default_value());
   }
+  std::vector<std::string> still_fused;
   RETURN_IF_ERROR(CallTorch(
       absl::StatusCode::kInternal, reason::kInternal, "cannot rewrite the forward graph", [&] {
         model->graph_ = forward->graph()->copy();
@@ -111,8 +113,11 @@ absl::StatusOr<std::unique_ptr<InstrumentedModel>> InstrumentedModel::Create(Loa
         model->untouched_ = std::make_unique<torch::jit::GraphFunction>(
             "ompq_untouched_forward", model->graph_->copy(), nullptr,
             torch::jit::ExecutorExecutionMode::SIMPLE);
-        FoldStaticIfs(*model->graph_, model->module_);  // Each layer call once (graph_layers.h).
+        // Each layer call once, fused transformer ops unfused (transformer_rewrite.h).
+        PrepareForwardGraph(*model->graph_, model->module_);
         torch::jit::Graph& graph = *model->graph_;
+        still_fused = FusedTransformerOps(graph);
+        if (!still_fused.empty()) return;
         model->sites_ = FindLayerSites(graph, model->module_);
         const c10::Symbol input_op = c10::Symbol::fromQualString(kProbeOp);
         const c10::Symbol weight_op = c10::Symbol::fromQualString(kWeightProbeOp);
@@ -143,6 +148,13 @@ absl::StatusOr<std::unique_ptr<InstrumentedModel>> InstrumentedModel::Create(Loa
             "ompq_instrumented_forward", model->graph_, nullptr,
             torch::jit::ExecutorExecutionMode::SIMPLE);
       }));
+  if (!still_fused.empty()) {
+    // Its projections would silently stay FP32: refuse rather than under-quantize.
+    return JobFailure(absl::StatusCode::kInvalidArgument, reason::kUnsupportedOp,
+                      absl::StrCat("the model runs ", still_fused.front(),
+                                   ", which the engine cannot unfold into layers: its "
+                                   "projections would stay FP32"));
+  }
   return model;
 }
 

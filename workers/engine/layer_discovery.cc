@@ -20,6 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/job_error.h"
 #include "common/status_macros.h"
+#include "workers/engine/batch_layout.h"
 #include "workers/engine/graph_layers.h"
 #include "workers/engine/instrumented_model.h"
 #include "workers/engine/layer_distortion.h"
@@ -48,15 +49,45 @@ struct LayerSite {
   torch::Tensor folded_weight;  // As the quantizer sees it; set when inputs are measured.
 };
 
+// Records each layer's first output: the one-sample pass that batch layouts are found
+// from (batch_layout.h).
+class FirstOutputs : public SiteHooks {
+ public:
+  explicit FirstOutputs(const std::vector<int64_t>& layer_of_site, size_t layers)
+      : layer_of_site_(layer_of_site), outputs_(layers) {}
+  void OnOutput(int64_t site_index, const at::Tensor& output) override {
+    if (site_index < 0 || site_index >= static_cast<int64_t>(layer_of_site_.size())) return;
+    const int64_t layer_id = layer_of_site_[site_index];
+    absl::MutexLock lock(&mutex_);
+    torch::Tensor& kept = outputs_[layer_id];
+    if (!kept.defined()) kept = output.detach().clone();
+  }
+  std::vector<torch::Tensor> Take() {
+    absl::MutexLock lock(&mutex_);
+    return std::move(outputs_);
+  }
+
+ private:
+  const std::vector<int64_t>& layer_of_site_;
+  absl::Mutex mutex_;
+  std::vector<torch::Tensor> outputs_ ABSL_GUARDED_BY(mutex_);
+};
+
 class GramCollector : public SiteHooks {
  public:
+  // `first_outputs`: each layer's output for the first sample alone, when a pass found a
+  // layer without the batch in dimension 0 (null before that); `reported`: progress
+  // already reported by an earlier pass.
   GramCollector(const std::vector<LayerSite>& sites, const std::vector<int64_t>& layer_of_site,
-                int64_t samples, int tap_sites, const TapProgressFn& progress)
+                int64_t samples, int tap_sites, const TapProgressFn& progress,
+                const std::vector<torch::Tensor>* first_outputs, int* reported)
       : sites_(sites),
         layer_of_site_(layer_of_site),
         samples_(samples),
         tap_sites_(tap_sites),
         progress_(progress),
+        first_outputs_(first_outputs),
+        reported_(*reported),
         layers_(sites.size()) {}
 
   // The input hook (only in a model measuring input energy): h per input channel of the
@@ -82,13 +113,28 @@ class GramCollector : public SiteHooks {
     if (layer_id < 0 || layer_id >= static_cast<int64_t>(layers_.size())) return;
     const LayerSite& site = sites_[layer_id];
     Measured& layer = layers_[layer_id];
-    if (!output.is_floating_point() || output.dim() < 1 || output.size(0) != samples_) {
-      status_ = JobFailure(
-          absl::StatusCode::kInvalidArgument, reason::kInputMismatch,
-          absl::StrCat("layer '", site.name, "' produced an output of shape [",
-                       absl::StrJoin(output.sizes(), ", "), "] without the batch of ", samples_,
-                       " samples in dimension 0; per-sample features are needed"));
+    auto fail = [&](const std::string& why) {
+      status_ =
+          JobFailure(absl::StatusCode::kInvalidArgument, reason::kInputMismatch,
+                     absl::StrCat("layer '", site.name, "' produced an output of shape [",
+                                  absl::StrJoin(output.sizes(), ", "), "] where the batch of ",
+                                  samples_, " samples cannot be told apart (", why,
+                                  "); per-sample features are needed"));
       TORCH_CHECK(false, "ompq: ", status_.message());
+    };
+    if (!output.is_floating_point() || output.dim() < 1) fail("not a floating-point tensor");
+    torch::Tensor per_sample = output;
+    if (first_outputs_ != nullptr && (*first_outputs_)[layer_id].defined()) {
+      absl::StatusOr<BatchLayout> layout =
+          FindBatchLayout((*first_outputs_)[layer_id], output, samples_);
+      if (!layout.ok()) fail(std::string(layout.status().message()));
+      per_sample = BatchFirst(output, *layout, samples_);
+    } else if (output.size(0) != samples_) {
+      if (first_outputs_ != nullptr) fail("it did not run on one sample");
+      // The batch is elsewhere: Collect finds where from a pass on one sample, then
+      // runs this pass again.
+      needs_layout_ = true;
+      TORCH_CHECK(false, "ompq: layer '", site.name, "' moves the batch");
     }
     // MACs for one sample: (weight elements per output channel) x (outputs per sample).
     // Holds for grouped/depthwise convolutions and for Linear with extra leading dims.
@@ -98,17 +144,25 @@ class GramCollector : public SiteHooks {
     // A module called twice is one layer; its first call's features stand for it.
     if (layer.calls > 1) return;
 
-    layer.output_shape = output.sizes().vec();
+    layer.output_shape = per_sample.sizes().vec();
     double variance_fraction = 0;
-    layer.gram = CentredGram(output, &variance_fraction);
+    layer.gram = CentredGram(per_sample, &variance_fraction);
     // Differences between samples at float32 rounding level are noise, not features:
     // such a layer is treated as constant (its Gram zero; see ComputeOrthogonality).
     if (variance_fraction < kConstantFeatureFraction) layer.gram.zero_();
     order_.push_back(static_cast<int>(layer_id));
-    if (progress_ && !progress_(static_cast<int>(order_.size()), tap_sites_)) {
+    const int measured = static_cast<int>(order_.size());
+    if (measured <= reported_) return;
+    reported_ = measured;
+    if (progress_ && !progress_(measured, tap_sites_)) {
       cancelled_ = true;
       TORCH_CHECK(false, "ompq: search cancelled");
     }
+  }
+
+  bool needs_layout() const {
+    absl::MutexLock lock(&mutex_);
+    return needs_layout_;
   }
 
   bool cancelled() const {
@@ -169,10 +223,13 @@ class GramCollector : public SiteHooks {
   const int64_t samples_;
   const int tap_sites_;
   const TapProgressFn& progress_;
+  const std::vector<torch::Tensor>* first_outputs_;
+  int& reported_;
   mutable absl::Mutex mutex_;
   std::vector<Measured> layers_ ABSL_GUARDED_BY(mutex_);
   std::vector<int> order_ ABSL_GUARDED_BY(mutex_);
   bool cancelled_ ABSL_GUARDED_BY(mutex_) = false;
+  bool needs_layout_ ABSL_GUARDED_BY(mutex_) = false;
   absl::Status status_ ABSL_GUARDED_BY(mutex_);
 };
 
@@ -283,6 +340,7 @@ struct TappedModel::State {
   std::vector<LayerSite> sites;              // Indexed by layer id.
   std::vector<int64_t> layer_of_site;        // A layer called at several sites is one.
   int64_t total_parameters = 0;
+  std::vector<UnquantizedParameter> unquantized;
 };
 
 TappedModel::TappedModel(std::unique_ptr<State> state) : state_(std::move(state)) {}
@@ -292,6 +350,9 @@ TappedModel::~TappedModel() = default;
 
 int TappedModel::tap_sites() const { return static_cast<int>(state_->layer_of_site.size()); }
 int64_t TappedModel::total_parameters() const { return state_->total_parameters; }
+const std::vector<UnquantizedParameter>& TappedModel::unquantized() const {
+  return state_->unquantized;
+}
 std::shared_ptr<torch::jit::Graph> TappedModel::graph() const {
   return state_->model->shared_graph();
 }
@@ -320,6 +381,8 @@ absl::StatusOr<TappedModel> TappedModel::Create(const torch::jit::Module& module
           }
           state->layer_of_site.push_back(it->second);
         }
+        state->unquantized =
+            UnquantizedParameters(state->model->graph(), module, state->model->sites());
         std::unordered_set<const c10::TensorImpl*> seen;
         for (const torch::Tensor& parameter : module.parameters(/*recurse=*/true)) {
           if (seen.insert(parameter.unsafeGetTensorImpl()).second) {
@@ -370,31 +433,53 @@ absl::Status TappedModel::CheckAgainstModel(const torch::Tensor& inputs, const c
 
 absl::StatusOr<LayerFeatures> TappedModel::Collect(const torch::Tensor& inputs, int64_t seed,
                                                    const TapProgressFn& progress) const {
-  GramCollector collector(state_->sites, state_->layer_of_site, inputs.size(0), tap_sites(),
-                          progress);
-  absl::Status ran;
-  c10::IValue output;
-  {
-    HooksScope scope(*state_->model, &collector);
-    torch::manual_seed(seed);
-    absl::StatusOr<c10::IValue> result = state_->model->Forward(
-        inputs, absl::StrCat("the model rejects inputs of shape ", ShapeString(inputs)));
-    ran = result.status();
-    if (result.ok()) output = *std::move(result);
+  const std::string context =
+      absl::StrCat("the model rejects inputs of shape ", ShapeString(inputs));
+  std::optional<std::vector<torch::Tensor>> first_outputs;
+  int reported = 0;
+  // A second pass only when the first meets a layer that moves the batch out of dimension
+  // 0 (sequence-first attention): then every layer's layout is found from one sample.
+  for (;;) {
+    GramCollector collector(state_->sites, state_->layer_of_site, inputs.size(0), tap_sites(),
+                            progress, first_outputs ? &*first_outputs : nullptr, &reported);
+    absl::Status ran;
+    c10::IValue output;
+    {
+      HooksScope scope(*state_->model, &collector);
+      torch::manual_seed(seed);
+      absl::StatusOr<c10::IValue> result = state_->model->Forward(inputs, context);
+      ran = result.status();
+      if (result.ok()) output = *std::move(result);
+    }
+    if (collector.cancelled()) {
+      return JobFailure(absl::StatusCode::kCancelled, reason::kCancelled,
+                        "the search was cancelled");
+    }
+    if (collector.needs_layout() && !first_outputs) {
+      FirstOutputs recorder(state_->layer_of_site, state_->sites.size());
+      {
+        HooksScope scope(*state_->model, &recorder);
+        torch::manual_seed(seed);
+        RETURN_IF_ERROR(state_->model
+                            ->Forward(inputs.narrow(0, 0, 1),
+                                      "the model rejects a single sample, which finding where "
+                                      "its layers keep the batch needs")
+                            .status());
+      }
+      first_outputs = recorder.Take();
+      continue;
+    }
+    RETURN_IF_ERROR(collector.status());
+    RETURN_IF_ERROR(ran);
+    ASSIGN_OR_RETURN(LayerFeatures features, collector.Finish());
+    features.output = std::move(output);
+    if (features.layers.empty()) {
+      return JobFailure(absl::StatusCode::kInvalidArgument, reason::kNoQuantizableLayers,
+                        absl::StrCat("none of the model's ", state_->sites.size(),
+                                     " layers ran in the forward pass"));
+    }
+    return features;
   }
-  if (collector.cancelled()) {
-    return JobFailure(absl::StatusCode::kCancelled, reason::kCancelled, "the search was cancelled");
-  }
-  RETURN_IF_ERROR(collector.status());
-  RETURN_IF_ERROR(ran);
-  ASSIGN_OR_RETURN(LayerFeatures features, collector.Finish());
-  features.output = std::move(output);
-  if (features.layers.empty()) {
-    return JobFailure(absl::StatusCode::kInvalidArgument, reason::kNoQuantizableLayers,
-                      absl::StrCat("none of the model's ", state_->sites.size(),
-                                   " layers ran in the forward pass"));
-  }
-  return features;
 }
 
 }  // namespace ompq::engine

@@ -22,6 +22,7 @@
 
 #include "absl/status/statusor.h"
 #include "workers/engine/centred_gram.h"
+#include "workers/engine/graph_layers.h"
 
 namespace ompq::engine {
 
@@ -71,6 +72,8 @@ class TappedModel {
   int tap_sites() const;
   /// Parameter elements of the whole model (shared parameters counted once).
   int64_t total_parameters() const;
+  /// The parameters that are no layer's weight (graph_layers.h): they stay FP32.
+  const std::vector<UnquantizedParameter>& unquantized() const;
   /// The rewritten graph, for tests and diagnostics.
   std::shared_ptr<torch::jit::Graph> graph() const;
 

@@ -30,7 +30,12 @@ using torch::jit::Value;
 // The op kind without the in-place suffix: aten::relu_ -> aten::relu.
 std::string OpName(const Node* node) {
   std::string kind = node->kind().toQualString();
-  if (kind.size() > 1 && kind.back() == '_' && kind[kind.size() - 2] != ':') kind.pop_back();
+  // In-place variants (aten::relu_) translate as their functional form; dunder ops
+  // (aten::__getitem__) keep their name.
+  if (kind.size() > 1 && kind.back() == '_' && kind[kind.size() - 2] != ':' &&
+      kind[kind.size() - 2] != '_') {
+    kind.pop_back();
+  }
   return kind;
 }
 
@@ -196,9 +201,10 @@ Entry Translator::Weight(const LayerSiteNode* site, const torch::Tensor& weight,
   auto params = in_.weights.find(site->name);
   Entry entry;
   if (params == in_.weights.end() || params->second.bits > 8) {
-    entry = out_.Constant(weight, site->name + ".weight");
+    entry = out_.Constant(weight, site->weight_key);
   } else {
-    absl::StatusOr<Entry> quantized = out_.DequantizedWeight(weight, params->second, site->name);
+    absl::StatusOr<Entry> quantized =
+        out_.DequantizedWeight(weight, params->second, site->weight_key);
     if (!quantized.ok()) {
       throw Unsupported(absl::StrCat(OpAt(node), ": ", quantized.status().message()));
     }

@@ -2,7 +2,8 @@
 // in C++, into ONNX (opset 13) in QDQ form, so that ONNX Runtime, TensorRT and OpenVINO run
 // the quantized model without rebuilding it.
 //
-//   weights      int8 initializers "<layer>.weight" holding the b-bit codes shifted by
+//   weights      int8 initializers named by state_dict key ("<layer>.weight") holding the b-bit
+//   codes shifted by
 //                -128 (exact: codes of at most 8 bits fit), per-channel scale and zero point,
 //                DequantizeLinear(axis=0). Wider weights stay float (their dequantized values).
 //   activations  each aten::fake_quantize_per_tensor_affine of the exported graph becomes

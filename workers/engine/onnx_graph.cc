@@ -181,7 +181,7 @@ Entry OnnxGraph::Ints(const std::vector<int64_t>& values) {
 
 absl::StatusOr<Entry> OnnxGraph::DequantizedWeight(const torch::Tensor& weight,
                                                    const QuantParams& params,
-                                                   const std::string& layer) {
+                                                   const std::string& key) {
   torch::Tensor w = weight.detach().to(torch::kCPU);
   absl::StatusOr<torch::Tensor> codes = Quantize(w, params);
   if (!codes.ok()) return codes.status();
@@ -194,16 +194,16 @@ absl::StatusOr<Entry> OnnxGraph::DequantizedWeight(const torch::Tensor& weight,
   const double off_grid =
       (torch::abs(*back - w.to(torch::kDouble)) / scale.view(view)).max().item<double>();
   if (off_grid > 1e-3) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the weight of ", layer, " is off its quantization grid by ", off_grid, " steps"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("weight ", key, " is off its quantization grid by ", off_grid, " steps"));
   }
   // Signed codes centred on the grid's middle: small magnitudes for small widths, which
   // keeps integer kernels' intermediate sums (e.g. int16 pairs on AVX2) from saturating.
-  const std::string name = layer + ".weight";
+  const std::string& name = key;
   const int64_t centre = int64_t{1} << (params.bits - 1);
   if (signed_int8_ && (params.zero_point != centre).any().item<bool>()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "the weight of ", layer, " is not on a symmetric grid (the tensorrt profile needs one)"));
+        "weight ", key, " is not on a symmetric grid (the tensorrt profile needs one)"));
   }
   Initializer((*codes - centre).to(torch::kChar), name);
   Initializer(scale.to(torch::kFloat), name + ".scale");
@@ -474,6 +474,35 @@ std::vector<Entry> OnnxGraph::Split(const Entry& x, int64_t dim, int64_t parts) 
     outputs.push_back(out);
   }
   return outputs;
+}
+
+Entry OnnxGraph::Expand(const Entry& x, const Entry& sizes) {
+  // ONNX's Expand broadcasts: a 1 keeps the input's dimension, as torch's -1 does.
+  Entry shape = sizes;
+  if (shape.kind == Entry::Kind::kStatic && shape.value.isIntList()) {
+    std::vector<int64_t> values = shape.value.toIntVector();
+    for (int64_t& v : values) v = v == -1 ? 1 : v;
+    shape = Entry::Static(values);
+  } else if (shape.kind == Entry::Kind::kList) {
+    for (Entry& item : shape.items) {
+      if (item.kind == Entry::Kind::kStatic && item.value.isInt() && item.value.toInt() == -1) {
+        item = Entry::Static(int64_t{1});
+      }
+    }
+  }
+  return Add("Expand", {x.name, ShapeTensor(shape).name}, ShapeLength(shape), x.elem);
+}
+
+Entry OnnxGraph::Slice(const Entry& x, int64_t dim, int64_t start, int64_t end, int64_t step) {
+  return Add("Slice",
+             {x.name, Ints({start}).name, Ints({end}).name, Ints({dim}).name, Ints({step}).name},
+             x.rank, x.elem);
+}
+
+Entry OnnxGraph::Select(const Entry& x, int64_t dim, int64_t index) {
+  const Entry at = Constant(torch::scalar_tensor(index, torch::kLong));
+  return Add("Gather", {x.name, at.name}, x.rank < 0 ? -1 : x.rank - 1, x.elem,
+             [&](onnx::NodeProto& n) { SetInt(n, "axis", dim); });
 }
 
 }  // namespace ompq::engine

@@ -77,11 +77,11 @@ class OnnxGraph {
   Entry Scalar(double value, int32_t elem);
   Entry Ints(const std::vector<int64_t>& values);
 
-  /// int8 codes (b-bit codes - 2^(b-1)) "<layer>.weight", per-channel scale and zero point,
-  /// dequantized along axis 0. INVALID_ARGUMENT when the weight is off its grid, or (signed
-  /// int8) when a zero point is not 0.
+  /// int8 codes (b-bit codes - 2^(b-1)) named `key` (the weight's state_dict key), with
+  /// "<key>.scale" and "<key>.zero_point" per channel, dequantized along axis 0. INVALID_ARGUMENT
+  /// when the weight is off its grid, or (signed int8) when a zero point is not 0.
   absl::StatusOr<Entry> DequantizedWeight(const torch::Tensor& weight, const QuantParams& params,
-                                          const std::string& layer);
+                                          const std::string& key);
   /// int32 codes of `bias` at scale act_scale * weight scale, dequantized; nullopt where the
   /// bias is not on that grid (quant_layers.h QuantizeBiases) or would overflow int32, and
   /// always with signed int8 (TensorRT takes float biases).
@@ -129,6 +129,12 @@ class OnnxGraph {
   Entry Squeeze(const Entry& x, int64_t dim);
   /// `parts` equal parts along `dim` (torch.chunk of a divisible size).
   std::vector<Entry> Split(const Entry& x, int64_t dim, int64_t parts);
+  /// torch's x.expand(sizes): -1 keeps a dimension.
+  Entry Expand(const Entry& x, const Entry& sizes);
+  /// x[start:end:step] along `dim` (torch's aten::slice).
+  Entry Slice(const Entry& x, int64_t dim, int64_t start, int64_t end, int64_t step);
+  /// x.select(dim, index): the dimension is removed.
+  Entry Select(const Entry& x, int64_t dim, int64_t index);
 
  private:
   using Attributes = std::function<void(onnx::NodeProto&)>;

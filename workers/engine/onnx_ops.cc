@@ -1,5 +1,6 @@
 #include <torch/script.h>
 
+#include <limits>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -221,6 +222,24 @@ void Translator::TranslateShape(Node* node, const std::string& op) {
     Set(node->output(),
         out_.LayerNorm(x, static_cast<int64_t>(shape.size()), tensor_or(2), tensor_or(3),
                        Static(node->input(4), node, "eps").toDouble()));
+    return;
+  }
+  if (op == "aten::expand") {
+    Set(node->output(), out_.Expand(x, Get(node->input(1), node)));
+    return;
+  }
+  if (op == "aten::slice" || op == "aten::select") {
+    const int64_t dim = Axis(Int(node->input(1), node, "dim"), Rank(x, node));
+    if (op == "aten::select") {
+      Set(node->output(), out_.Select(x, dim, Int(node->input(2), node, "index")));
+      return;
+    }
+    auto bound = [&](int index, int64_t fallback) {
+      return IsNone(node->input(index), node) ? fallback : Int(node->input(index), node, "bound");
+    };
+    Set(node->output(),
+        out_.Slice(x, dim, bound(2, 0), bound(3, std::numeric_limits<int64_t>::max()),
+                   Int(node->input(4), node, "step")));
     return;
   }
   if (op == "aten::chunk" || op == "prim::ConstantChunk") {

@@ -62,21 +62,7 @@ class Translator {
     return it->second;
   }
 
-  // "op aten::X at module Y" for messages.
-  static std::string OpAt(const Node* node) {
-    std::vector<std::string> path;
-    if (c10::optional<torch::jit::InlinedCallStackPtr> stack = node->callstack()) {
-      for (const torch::jit::InlinedCallStackEntry& entry : (*stack)->vec()) {
-        const c10::optional<torch::jit::ModuleInstanceInfo>& info = std::get<2>(entry);
-        // A method called on the module itself adds no path ("SELF").
-        if (info.has_value() && !info->instance_name().empty() && info->instance_name() != "SELF") {
-          path.push_back(info->instance_name());
-        }
-      }
-    }
-    return absl::StrCat("op ", node->kind().toQualString(), " at module ",
-                        path.empty() ? std::string("(top level)") : absl::StrJoin(path, "."));
-  }
+  static std::string OpAt(const Node* node) { return engine::OpAt(node); }
 
   std::optional<c10::IValue> StaticOf(Value* value, const Node* user) {
     const Entry& entry = Get(value, user);

@@ -157,6 +157,7 @@ absl::StatusOr<std::vector<QuantLayer>> PlanLayers(
           }
           QuantLayer layer;
           layer.name = site.name;
+          layer.weight_key = site.weight_key;
           layer.kind = site.kind;
           layer.bits = found->second;
           layer.sites.push_back(static_cast<int>(s));

@@ -22,6 +22,7 @@ namespace ompq::engine {
 
 struct QuantLayer {
   std::string name;
+  std::string weight_key;  // The weight's state_dict key (encodings.json, ONNX).
   std::string kind;
   int bits = 8;
   std::vector<int> sites;  // Call sites; the first one is reconstructed.

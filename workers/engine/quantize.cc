@@ -28,6 +28,7 @@
 #include "workers/engine/quantizer.h"
 #include "workers/engine/tensor_io.h"
 #include "workers/engine/torchscript_model.h"
+#include "workers/engine/transformer_rewrite.h"
 
 namespace ompq::engine {
 namespace {
@@ -291,7 +292,7 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
   EncodingsBuilder encodings;
   std::vector<std::optional<ActQuant>> site_act(work->sites().size());
   for (const QuantLayer& layer : layers) {
-    RETURN_IF_ERROR(encodings.AddParam(layer.name + ".weight", layer.weight_params));
+    RETURN_IF_ERROR(encodings.AddParam(layer.weight_key, layer.weight_params));
     for (size_t k = 0; k < layer.sites.size(); ++k) {
       site_act[layer.sites[k]] = work->session().activation(layer.sites[k]);
       if (!site_act[layer.sites[k]].has_value()) continue;
@@ -306,8 +307,7 @@ absl::StatusOr<std::vector<std::string>> RunQuantization(const QuantizeOptions& 
       absl::StatusCode::kInternal, reason::kInternal, "cannot export the quantized model", [&] {
         torch::jit::Module& module = work->module();
         std::shared_ptr<torch::jit::Graph> graph = module.get_method("forward").graph();
-        torch::jit::Inline(*graph);
-        FoldStaticIfs(*graph, module);  // As in ProbedModel: the same sites.
+        PrepareForwardGraph(*graph, module);  // As in InstrumentedModel: the same sites.
         std::vector<LayerSiteNode> sites = FindLayerSites(*graph, module);
         TORCH_CHECK(sites.size() == site_act.size(),
                     "the exported graph has a different number of layer sites");

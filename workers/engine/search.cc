@@ -360,6 +360,12 @@ absl::StatusOr<SearchResult> RunSearch(const SearchOptions& options, const JobIn
                   {"fp32_size_bytes", 4 * total_params},
                   {"quantized_parameters", quantized_params},
                   {"other_bytes", problem.other_bytes}};
+  // What stays FP32 (counted in other_bytes), and why.
+  out["unquantized"] = nlohmann::json::array();
+  for (const UnquantizedParameter& parameter : tapped.unquantized()) {
+    out["unquantized"].push_back(
+        {{"name", parameter.name}, {"params", parameter.params}, {"reason", parameter.reason}});
+  }
   out["search"] = {{"objective", ObjectiveName(options.objective)},
                    {"beta", beta},
                    {"samples", features.samples},
